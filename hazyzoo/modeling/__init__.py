@@ -1,0 +1,1 @@
+"""Model classes, mixers and caches."""

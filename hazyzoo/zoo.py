@@ -1,0 +1,151 @@
+"""The zoo table: every part of the hazyzoo mission and its true status today.
+
+``hazyzoo list`` prints it and the README carries the same table (a test keeps them equal).
+Update an entry in the same change that lands or removes the part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One part of the zoo: a model, a data set, an evaluation or a kernel library."""
+
+    name: str
+    paper: str
+    kind: str
+    entry_point: str
+    status: str
+    supports: str
+
+
+ZOO: tuple[ZooEntry, ...] = (
+    ZooEntry(
+        "BASED",
+        "Arora et al. 2024, Simple linear attention LMs balance the recall-throughput tradeoff",
+        "causal LM",
+        "hazyzoo_based: BasedForCausalLM",
+        "available",
+        "Auto classes, generate (fixed-size recurrent cache), Trainer, peft LoRA, safetensors, "
+        "push_to_hub + card, Triton linear-attention kernels, converter from HazyResearch/based",
+    ),
+    ZooEntry(
+        "MQAR",
+        "Arora et al. 2023, Zoology",
+        "data set",
+        "hazyzoo.datasets_scripts.load('mqar')",
+        "available",
+        "datasets builder (tiny, zoology), used by `hazyzoo demo`",
+    ),
+    ZooEntry(
+        "JRT-RNN / JRT-Prompt",
+        "Arora et al. 2024, Just read twice",
+        "causal LM + prompting",
+        "hazyzoo_jrt",
+        "planned",
+        "prefix linear attention; will reuse the BASED mixers, cache and kernels",
+    ),
+    ZooEntry(
+        "RTF",
+        "Parnichkun et al. 2024, State-free inference of state-space models",
+        "SSM layer / causal LM",
+        "hazyzoo_rtf",
+        "planned",
+        "rational transfer function, FFT (state-free) prefill, recurrent decode",
+    ),
+    ZooEntry(
+        "MAD",
+        "Poli et al. 2024, Mechanistic design and scaling of hybrid architectures",
+        "hybrid LMs + synthetic tasks",
+        "hazyzoo_mad",
+        "planned",
+        "striped hybrids from many primitives; the six MAD synthetic tasks and scores",
+    ),
+    ZooEntry(
+        "M2-BERT",
+        "Saad-Falcon et al. 2024, Benchmarking and building long-context retrieval models",
+        "retrieval encoder",
+        "hazyzoo_m2bert",
+        "planned",
+        "Monarch Mixer encoder up to 32k tokens",
+    ),
+    ZooEntry(
+        "LoCoV1",
+        "Saad-Falcon et al. 2024",
+        "data set + evaluation",
+        "hazyzoo.datasets_scripts.load('locov1')",
+        "planned",
+        "12-task long-context retrieval, nDCG@10",
+    ),
+    ZooEntry(
+        "VQ-VAE rotation trick",
+        "Fifty et al. 2024, Restructuring vector quantization with the rotation trick",
+        "autoencoder",
+        "hazyzoo_vqvae",
+        "planned",
+        "rotation-trick gradients, codebook usage metrics",
+    ),
+    ZooEntry(
+        "Prospector heads",
+        "Machiraju et al. 2024, Prospector heads",
+        "feature attribution",
+        "hazyzoo_prospector",
+        "planned",
+        "attribution over any encoder, localisation AUPRC",
+    ),
+    ZooEntry(
+        "Hydragen",
+        "Juravsky et al. 2024, Hydragen",
+        "attention for HF Llama-family models",
+        "hazyzoo.modeling.hydragen",
+        "planned",
+        "exact shared-prefix attention",
+    ),
+    ZooEntry(
+        "Cookbook",
+        "Programmatic template data and learned template mixing",
+        "data set",
+        "hazyzoo.datasets_scripts.load('cookbook')",
+        "planned",
+        "template generators, learned mixing",
+    ),
+    ZooEntry(
+        "Repeated sampling",
+        "Brown et al. 2024, Large Language Monkeys",
+        "evaluation",
+        "hazyzoo eval monkeys",
+        "planned",
+        "coverage, pass@k, scaling fits, verifiers",
+    ),
+)
+
+_COLUMNS = ("Part", "Paper", "Kind", "Entry point", "Status", "Supports")
+
+
+def zoo_rows() -> list[tuple[str, ...]]:
+    """The table as rows of strings, header first."""
+    rows = [_COLUMNS]
+    rows += [(e.name, e.paper, e.kind, e.entry_point, e.status, e.supports) for e in ZOO]
+    return rows
+
+
+def zoo_markdown() -> str:
+    """The table as GitHub Markdown (what the README carries)."""
+    rows = zoo_rows()
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows[1:]]
+    return "\n".join(lines)
+
+
+def zoo_text() -> str:
+    """The table as plain text for a terminal (part, kind, entry point, status, supports)."""
+    keep = (0, 2, 3, 4, 5)
+    rows = [[row[i] for i in keep] for row in zoo_rows()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(keep) - 1)]
+    out = []
+    for row in rows:
+        head = "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths))
+        out.append(f"{head}  {row[-1]}")
+    return "\n".join(out)

@@ -33,7 +33,9 @@ def _convert_based(args: argparse.Namespace) -> int:
     model = convert_based(args.src, args.out)
     write_model_card(args.out, base_model=args.base_model, overwrite=True)
     n = sum(p.numel() for p in model.parameters())
-    print(f"converted {args.src} -> {args.out} ({n:,} parameters, model_type {model.config.model_type})")
+    print(
+        f"converted {args.src} -> {args.out} ({n:,} parameters, model_type {model.config.model_type})"
+    )
     return 0
 
 

@@ -35,7 +35,7 @@ def count_checkpoint_parameters(model_dir: str | Path) -> int:
         raise FileNotFoundError(f"no *.safetensors weights in {model_dir}")
     for path in files:
         with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open handles are not mappings
+            for key in f.keys():
                 numel = 1
                 for dim in f.get_slice(key).get_shape():
                     numel *= dim

@@ -74,7 +74,12 @@ def test_save_pretrained_with_push_to_hub(fake_hub, tmp_path):
 def test_card_parses_with_model_card_load(tmp_path):
     model = _model()
     model.save_pretrained(tmp_path)
-    assert cli_main(["card", str(tmp_path), "--base-model", "hazyresearch/based-360m", "--tag", "mqar"]) == 0
+    assert (
+        cli_main(
+            ["card", str(tmp_path), "--base-model", "hazyresearch/based-360m", "--tag", "mqar"]
+        )
+        == 0
+    )
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.library_name == "hazyzoo"
     assert card.data.base_model == "hazyresearch/based-360m"

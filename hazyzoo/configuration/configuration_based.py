@@ -117,7 +117,9 @@ class BasedConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.linear_attention_layers is None:
-            self.linear_attention_layers = list(BASED_PRESETS["based-360m"]["linear_attention_layers"])
+            self.linear_attention_layers = list(
+                BASED_PRESETS["based-360m"]["linear_attention_layers"]
+            )
         if self.sliding_window_layers is None:
             self.sliding_window_layers = list(BASED_PRESETS["based-360m"]["sliding_window_layers"])
         self.linear_attention_layers = [int(i) for i in self.linear_attention_layers]

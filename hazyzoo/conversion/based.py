@@ -57,7 +57,10 @@ def based_config_from_reference(ref: dict[str, Any]) -> BasedConfig:
     if kinds["mixer"] != "base_conv":
         raise ValueError(f"config.json mixer must be BaseConv for BASED, got {kinds['mixer']}")
     n_layer = int(ref["n_layer"])
-    layer_lists = {"alt_mixer": ref.get("alt_mixer_layers") or [], "alt_mixer_2": ref.get("alt_mixer_2_layers") or []}
+    layer_lists = {
+        "alt_mixer": ref.get("alt_mixer_layers") or [],
+        "alt_mixer_2": ref.get("alt_mixer_2_layers") or [],
+    }
     linear, sliding = [], []
     for key, layers in layer_lists.items():
         if layers and kinds[key] is None:
@@ -74,7 +77,11 @@ def based_config_from_reference(ref: dict[str, Any]) -> BasedConfig:
                 return value
         return {}
 
-    conv, lin, swa = mixer_of("base_conv"), mixer_of("linear_attention"), mixer_of("sliding_window_attention")
+    conv, lin, swa = (
+        mixer_of("base_conv"),
+        mixer_of("linear_attention"),
+        mixer_of("sliding_window_attention"),
+    )
     kernel = conv.get("kernel_sizes", 3)
     if isinstance(kernel, (list, tuple)):
         if len(set(kernel)) != 1:
@@ -88,7 +95,9 @@ def based_config_from_reference(ref: dict[str, Any]) -> BasedConfig:
             f"rotary_emb_fraction {ref['rotary_emb_fraction']} is not supported (only 1: full rotary)"
         )
     if ref.get("activation_function", "swiglu") != "swiglu":
-        raise ValueError(f"activation_function {ref['activation_function']!r}: only swiglu is supported")
+        raise ValueError(
+            f"activation_function {ref['activation_function']!r}: only swiglu is supported"
+        )
     multiple = int(ref.get("pad_vocab_size_multiple", 1))
     vocab = int(math.ceil(int(ref["vocab_size"]) / multiple) * multiple)
     impl = lin.get("parallel_implementation", "quadratic")
@@ -198,7 +207,9 @@ def convert_based_state_dict(
         else:
             unknown.append(raw_key)
     if unknown:
-        raise ValueError(f"reference checkpoint has keys this converter does not know: {unknown[:10]}")
+        raise ValueError(
+            f"reference checkpoint has keys this converter does not know: {unknown[:10]}"
+        )
     if "lm_head.weight" in out and config.tie_word_embeddings:
         if not torch.equal(out["lm_head.weight"], out["model.embed_tokens.weight"]):
             raise ValueError(
@@ -252,7 +263,9 @@ def convert_based(src: str | Path, out: str | Path | None = None) -> BasedForCau
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
-        raise ValueError(f"converted weights do not fit the model: missing {missing[:8]}, extra {extra[:8]}")
+        raise ValueError(
+            f"converted weights do not fit the model: missing {missing[:8]}, extra {extra[:8]}"
+        )
     wrong = [k for k, v in state.items() if tuple(v.shape) != tuple(expected[k])]
     if wrong:
         raise ValueError(

@@ -78,7 +78,7 @@ class HazyCacheLayer(CacheLayerMixin):
         """Whether the layer has consumed at least one token (its state tensors exist)."""
         return self.seen_tokens > 0 and all(getattr(self, n) is not None for n in self._state_names)
 
-    def _map_states(self, fn) -> None:  # noqa: ANN001 - small private helper
+    def _map_states(self, fn) -> None:
         for name in self._state_names:
             value = getattr(self, name)
             if value is not None:
@@ -111,7 +111,11 @@ class HazyCacheLayer(CacheLayerMixin):
         return None
 
     def __repr__(self) -> str:
-        shapes = {n: tuple(getattr(self, n).shape) for n in self._state_names if getattr(self, n) is not None}
+        shapes = {
+            n: tuple(getattr(self, n).shape)
+            for n in self._state_names
+            if getattr(self, n) is not None
+        }
         return f"{type(self).__name__}(seen_tokens={self.seen_tokens}, states={shapes})"
 
 
@@ -135,20 +139,20 @@ class SlidingWindowLayer(HazyCacheLayer):
     """Ring buffer of the last ``window`` rotary-embedded keys and values.
 
     ``keys``/``values`` [batch, heads, window, head_dim]; ``valid`` [batch, window] marks slots
-    holding real (non-padding) tokens; ``write_index`` is the slot the next token overwrites,
-    i.e. the oldest one. Softmax attention does not depend on key order once rotary has been
-    applied, so decoding attends over the buffer as it lies.
+    holding real (non-padding) tokens; ``write_index`` (a one-element long tensor on the state's
+    device, so a captured CUDA graph can advance it) is the slot the next token overwrites, i.e.
+    the oldest one. Softmax attention does not depend on key order once rotary has been applied,
+    so decoding attends over the buffer as it lies.
     """
 
     is_sliding = True
-    _state_names = ("keys", "values", "valid")
+    _state_names = ("keys", "values", "valid", "write_index")
 
     def __init__(self, window: int) -> None:
         super().__init__()
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.window = window
-        self.write_index = 0
 
     def get_max_length(self) -> int:
         return self.window
@@ -156,13 +160,17 @@ class SlidingWindowLayer(HazyCacheLayer):
     def get_max_cache_shape(self) -> int:
         return self.window
 
-    def reset(self) -> None:
-        super().reset()
-        self.write_index = 0
+    def _map_states(self, fn) -> None:
+        index = self.write_index
+        self.write_index = None
+        super()._map_states(fn)
+        self.write_index = index
 
     def chronological(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The buffer ordered oldest to newest: keys, values, valid."""
-        order = (torch.arange(self.window, device=self.keys.device) + self.write_index) % self.window
+        order = (
+            torch.arange(self.window, device=self.keys.device) + self.write_index
+        ) % self.window
         return self.keys[:, :, order], self.values[:, :, order], self.valid[:, order]
 
     def store(self, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor) -> None:
@@ -179,16 +187,24 @@ class SlidingWindowLayer(HazyCacheLayer):
             keys = torch.nn.functional.pad(keys, (0, 0, pad, 0))
             values = torch.nn.functional.pad(values, (0, 0, pad, 0))
             valid = torch.nn.functional.pad(valid, (pad, 0), value=False)
-        self.keys, self.values, self.valid = keys.contiguous(), values.contiguous(), valid.contiguous()
-        self.write_index = 0
+        self.keys, self.values, self.valid = (
+            keys.contiguous(),
+            values.contiguous(),
+            valid.contiguous(),
+        )
+        self.write_index = torch.zeros(1, dtype=torch.long, device=keys.device)
 
-    def append(self, key: torch.Tensor, value: torch.Tensor, valid: torch.Tensor) -> None:
-        """Write one token ([batch, heads, 1, head_dim]) over the oldest slot."""
-        i = self.write_index
-        self.keys[:, :, i : i + 1] = key
-        self.values[:, :, i : i + 1] = value
-        self.valid[:, i] = valid
-        self.write_index = (i + 1) % self.window
+    def append(self, key: torch.Tensor, value: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Write one token ([batch, heads, 1, head_dim]) over the oldest slot, in place.
+
+        Returns the slot index it wrote (a one-element tensor) and advances the ring.
+        """
+        slot = self.write_index.clone()
+        self.keys.index_copy_(2, slot, key.to(self.keys.dtype))
+        self.values.index_copy_(2, slot, value.to(self.values.dtype))
+        self.valid.index_copy_(1, slot, valid[:, None])
+        self.write_index.add_(1).remainder_(self.window)
+        return slot
 
 
 class HazyCache(Cache):
@@ -219,7 +235,9 @@ class HazyCache(Cache):
         for layer in self.layers:
             layer.seen_tokens += num_tokens
 
-    def has_previous_state(self, layer_idx: int | None = None, state_idx: int | None = None) -> bool:
+    def has_previous_state(
+        self, layer_idx: int | None = None, state_idx: int | None = None
+    ) -> bool:
         idx = 0 if layer_idx is None else layer_idx
         return self.layers[idx].has_state
 

@@ -24,6 +24,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from hazyzoo.hub import push_folder_to_hub, write_model_card
 from hazyzoo.modeling.cache import HazyCache
+from hazyzoo.modeling.graphs import CudaGraphDecoder
 from hazyzoo.modeling.layers.base_conv import BaseConv
 from hazyzoo.modeling.layers.decoder import DecoderLayer
 from hazyzoo.modeling.layers.linear_attention import TaylorLinearAttention
@@ -73,6 +74,17 @@ def resolve_cache_argument(past_key_values: Any, cache: Any) -> Any:
     if past_key_values is not None and cache is not None and past_key_values is not cache:
         raise ValueError("pass the cache as `cache` or as `past_key_values`, not both")
     return cache if cache is not None else past_key_values
+
+
+def default_position_ids(
+    attention_mask: torch.Tensor | None, past: int, length: int, batch: int, device: torch.device
+) -> torch.LongTensor:
+    """Positions of the ``length`` new tokens: counted over real tokens when the mask covers
+    past and new positions (so left padding does not shift them), else ``past .. past+length``."""
+    if attention_mask is not None and attention_mask.shape[1] == past + length:
+        counted = attention_mask.long().cumsum(-1) - 1
+        return counted[:, -length:].clamp(min=0)
+    return torch.arange(past, past + length, device=device)[None].expand(batch, -1)
 
 
 class HazyPreTrainedModel(PreTrainedModel):
@@ -223,7 +235,9 @@ class HazyDecoderModel(HazyPreTrainedModel):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
             if input_ids.dim() != 2:
-                raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+                raise ValueError(
+                    f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}"
+                )
             inputs_embeds = self.embed_tokens(input_ids)
         batch, length = inputs_embeds.shape[:2]
         use_cache = use_cache if use_cache is not None else self.config.use_cache
@@ -252,12 +266,9 @@ class HazyDecoderModel(HazyPreTrainedModel):
                 )
             chunk_mask = attention_mask[:, -length:].bool()
         if position_ids is None:
-            if attention_mask is not None and attention_mask.shape[1] == past + length:
-                counted = attention_mask.long().cumsum(-1) - 1
-                position_ids = counted[:, -length:].clamp(min=0)
-            else:
-                position_ids = torch.arange(past, past + length, device=inputs_embeds.device)
-                position_ids = position_ids[None].expand(batch, -1)
+            position_ids = default_position_ids(
+                attention_mask, past, length, batch, inputs_embeds.device
+            )
 
         residual_dtype = torch.float32 if self.config.residual_in_fp32 else inputs_embeds.dtype
         hidden_states = inputs_embeds.to(residual_dtype)
@@ -316,6 +327,41 @@ class HazyForCausalLM(HazyPreTrainedModel, GenerationMixin):
         """An empty recurrent cache (see :meth:`HazyDecoderModel.make_cache`)."""
         return self.model.make_cache()
 
+    def enable_cuda_graph_decode(self, enabled: bool = True) -> None:
+        """Replay single-token decode steps from a captured CUDA graph (CUDA, inference only).
+
+        Decode steps of a deep hybrid are launch-bound at small and medium batch; the graph removes
+        that overhead. Capture happens on the first decode step of each new cache (each
+        ``generate`` call) and costs about two eager steps. Other calls run eagerly as before.
+        """
+        self._graph_decoder = CudaGraphDecoder(self) if enabled else None
+
+    def decode_step(
+        self, input_ids: torch.LongTensor, position_ids: torch.LongTensor, cache: HazyCache
+    ) -> torch.Tensor:
+        """Logits [batch, 1, vocab] of one real token per row, updating ``cache`` in place but
+        not its position count (the caller advances it). The body the CUDA graph captures."""
+        hidden = self.model.embed_tokens(input_ids)
+        dtype = torch.float32 if self.config.residual_in_fp32 else hidden.dtype
+        hidden = hidden.to(dtype)
+        for idx, layer in enumerate(self.model.layers):
+            hidden = layer(hidden, position_ids=position_ids, cache_layer=cache.layers[idx])
+        return self.lm_head(self.model.norm(hidden))
+
+    def _can_replay_graph(
+        self, input_ids, cache, attention_mask, inputs_embeds, labels, flags
+    ) -> bool:
+        decoder = getattr(self, "_graph_decoder", None)
+        if decoder is None or input_ids is None or inputs_embeds is not None or labels is not None:
+            return False
+        if any(flags) or self.training or torch.is_grad_enabled():
+            return False
+        if not input_ids.is_cuda or input_ids.shape[1] != 1 or not isinstance(cache, HazyCache):
+            return False
+        if cache.get_seq_length() == 0 or not all(layer.has_state for layer in cache.layers):
+            return False
+        return attention_mask is None or bool(attention_mask[:, -1].all())
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -333,11 +379,24 @@ class HazyForCausalLM(HazyPreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast | tuple:
         """Logits [batch, seq, vocab] (the last ``logits_to_keep`` positions if > 0), the loss
         when ``labels`` are given (shifted inside, -100 ignored), and the cache."""
+        cache = resolve_cache_argument(past_key_values, cache)
+        if self._can_replay_graph(
+            input_ids, cache, attention_mask, inputs_embeds, labels, (output_hidden_states,)
+        ):
+            past = cache.get_seq_length()
+            if position_ids is None:
+                position_ids = default_position_ids(
+                    attention_mask, past, 1, input_ids.shape[0], input_ids.device
+                )
+            logits = self._graph_decoder(input_ids, position_ids, cache)
+            cache.advance(1)
+            out = CausalLMOutputWithPast(logits=logits, **{CACHE_FIELD: cache})
+            return out if return_dict is not False else out.to_tuple()
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=resolve_cache_argument(past_key_values, cache),
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,

@@ -60,7 +60,9 @@ def test_save_load_bit_exact_through_safetensors(model_type, tmp_path):
         for key in ref_state:
             assert torch.equal(ref_state[key], new_state[key]), key
         if model.config.tie_word_embeddings:
-            assert loaded.lm_head.weight.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()
+            assert (
+                loaded.lm_head.weight.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()
+            )
         ids = random_ids(model, 2, 17)
         with torch.no_grad():
             assert torch.equal(model(ids).logits, loaded(ids).logits)
@@ -196,7 +198,10 @@ def test_gradient_checkpointing_gives_same_gradients(model_type):
     model = make_model(model_type).train()
     ids = random_ids(model, 2, 16)
     plain = _grads(model, ids)
-    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable = (
+        getattr(model, "activation_checkpointing_enable", None)
+        or model.gradient_checkpointing_enable
+    )
     enable()
     assert model.is_gradient_checkpointing
     checkpointed = _grads(model, ids)
@@ -223,7 +228,9 @@ def test_peft_lora_trains_saves_and_reloads(model_type, tmp_path):
     lora.eval()
     with torch.no_grad():
         after_logits = lora(ids).logits
-    assert not torch.equal(after_logits, model.__class__.from_pretrained(tmp_path / "base")(ids).logits)
+    assert not torch.equal(
+        after_logits, model.__class__.from_pretrained(tmp_path / "base")(ids).logits
+    )
     lora.save_pretrained(tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     base = AutoModelForCausalLM.from_pretrained(tmp_path / "base")

@@ -29,12 +29,16 @@ def naive_window_attention(q, k, v, window):
     return out
 
 
-@pytest.mark.parametrize(("length", "window", "block"), [(13, 4, 512), (37, 5, 8), (20, 1, 3), (9, 30, 4)])
+@pytest.mark.parametrize(
+    ("length", "window", "block"), [(13, 4, 512), (37, 5, 8), (20, 1, 3), (9, 30, 4)]
+)
 def test_windowed_attention_matches_naive_loop(length, window, block):
     q, k, v = (torch.randn(2, 3, length, 8) for _ in range(3))
     valid = torch.ones(2, length, dtype=torch.bool)
     out = windowed_attention(q, k, v, valid, window, query_block_size=block)
-    torch.testing.assert_close(out.double(), naive_window_attention(q, k, v, window), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        out.double(), naive_window_attention(q, k, v, window), atol=1e-6, rtol=0
+    )
 
 
 def test_sliding_window_float32_stays_float32():

@@ -55,11 +55,14 @@ class BaseConv(nn.Module):
             u = u * attention_mask[..., None].to(u.dtype)
         u = u.transpose(1, 2)  # [B, C, L]
         tail = self.kernel_size - 1
-        if cache_layer is not None and cache_layer.has_state:
+        has_past = cache_layer is not None and cache_layer.has_state
+        if has_past:
             u = torch.cat([cache_layer.conv_state.to(u.dtype), u], dim=-1)
         else:
             u = F.pad(u, (tail, 0))
-        if cache_layer is not None:
+        if has_past:  # in place, so a captured CUDA graph keeps updating the same buffer
+            cache_layer.conv_state.copy_(u[..., u.shape[-1] - tail :])
+        elif cache_layer is not None:
             cache_layer.conv_state = u[..., u.shape[-1] - tail :].detach().clone()
         y = F.conv1d(u, self.conv.weight, groups=self.channels)  # [B, C, L]
         y = F.silu(y).transpose(1, 2) * gate

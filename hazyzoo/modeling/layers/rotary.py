@@ -13,7 +13,9 @@ def rotary_cos_sin(
     The inverse frequencies are computed on the fly rather than stored as a buffer, so nothing
     needs re-initialising after ``from_pretrained`` builds the model on the meta device.
     """
-    exponent = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32) / head_dim
+    exponent = (
+        torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32) / head_dim
+    )
     inv_freq = 1.0 / (theta**exponent)
     angles = position_ids.float()[..., None] * inv_freq  # [B, L, D/2]
     angles = torch.cat([angles, angles], dim=-1)[:, None]  # [B, 1, L, D]

@@ -118,10 +118,8 @@ class SlidingWindowAttention(nn.Module):
             valid = attention_mask.bool()
 
         if has_past and length == 1:
-            slot = cache_layer.write_index
-            cache_layer.append(k, v, valid[:, 0])
-            mask = cache_layer.valid.clone()
-            mask[:, slot] = True  # a query always sees itself
+            slot = cache_layer.append(k, v, valid[:, 0])
+            mask = cache_layer.valid.index_fill(1, slot, True)  # a query always sees itself
             out = F.scaled_dot_product_attention(
                 q, cache_layer.keys, cache_layer.values, attn_mask=mask[:, None, None, :]
             )

@@ -52,13 +52,15 @@ def build_models(dry_run: bool) -> dict[str, Any]:
         )
         # ~1.3B parameters like BASED-1.3B: d 2048, 24 layers, SwiGLU 5504, tied embedding.
         llama = llama_like(based, 2048, 24, 5504)
-    return {"based": based, "llama": llama}
+    return {"based": based, "based-graph": based, "llama": llama}
 
 
 def make(name: str, config: Any, device: str, dtype: torch.dtype) -> torch.nn.Module:
     torch.manual_seed(0)
-    if name == "based":
+    if name.startswith("based"):
         model = BasedForCausalLM(config)
+        if name == "based-graph":
+            model.enable_cuda_graph_decode()
     else:
         model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
     return model.to(device=device, dtype=dtype).eval()
@@ -89,6 +91,7 @@ def time_generate(
         sync(device)
         total = time.perf_counter() - t0
     assert out.shape == (batch, prompt + new)
+    time_generate.last_output = out
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
     return {
         "batch": batch,
@@ -100,12 +103,30 @@ def time_generate(
     }
 
 
+def graph_vs_eager_logits(model, batch: int, prompt: int, steps: int, device: str, vocab: int) -> float:
+    """Teacher-forced decode steps, eager and from the CUDA graph, on two copies of one prefill
+    cache: the largest relative difference of the logits (random bf16 weights give near-uniform
+    logits, so greedy tokens are too fragile a check)."""
+    g = torch.Generator(device="cpu").manual_seed(7)
+    ids = torch.randint(1, vocab, (batch, prompt + steps), generator=g).to(device)
+    worst = 0.0
+    with torch.no_grad():
+        caches = [model(ids[:, :prompt], use_cache=True).past_key_values for _ in range(2)]
+        for t in range(prompt, prompt + steps):
+            decoder, model._graph_decoder = model._graph_decoder, None
+            eager = model(ids[:, t : t + 1], cache=caches[0], use_cache=True).logits.float()
+            model._graph_decoder = decoder
+            graphed = model(ids[:, t : t + 1], cache=caches[1], use_cache=True).logits.float()
+            worst = max(worst, ((graphed - eager).norm() / eager.norm()).item())
+    return worst
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--prompt", type=int, default=1024)
     parser.add_argument("--new", type=int, default=1024)
-    parser.add_argument("--models", nargs="+", default=["based", "llama"])
+    parser.add_argument("--models", nargs="+", default=["based", "based-graph", "llama"])
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     parser.add_argument("--dry-run", action="store_true", help="tiny models on the CPU")
     args = parser.parse_args()
@@ -124,11 +145,16 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "runs": {},
     }
+    outputs: dict[int, dict[str, torch.Tensor]] = {}
     for name in args.models:
         model = make(name, configs[name], device, dtype)
         params = sum(p.numel() for p in model.parameters())
         results["runs"][name] = {"parameters": params, "batches": []}
         print(f"{name}: {params / 1e9:.3f}B parameters", flush=True)
+        if name == "based-graph":
+            rel = graph_vs_eager_logits(model, 4, 64, 16, device, configs[name].vocab_size)
+            results["runs"][name]["graph_vs_eager_logits_rel_diff"] = rel
+            print(f"graph vs eager decode logits, relative difference: {rel:.2e}", flush=True)
         for batch in args.batches:
             try:
                 row = time_generate(
@@ -139,6 +165,15 @@ def main() -> None:
                 torch.cuda.empty_cache()
             results["runs"][name]["batches"].append(row)
             print(name, row, flush=True)
+            if args.out:  # written after every row, so a run cut short keeps what it measured
+                with open(args.out, "w") as f:
+                    json.dump(results, f, indent=2)
+            if not row.get("oom") and name.startswith("based"):
+                outputs.setdefault(batch, {})[name] = time_generate.last_output.cpu()
+                same = outputs[batch]
+                if len(same) == 2:
+                    row["graph_tokens_equal_eager"] = torch.equal(*same.values())
+                    print("graph == eager tokens:", row["graph_tokens_equal_eager"], flush=True)
         del model
         if device == "cuda":
             torch.cuda.empty_cache()

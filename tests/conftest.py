@@ -14,6 +14,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
+# Without a GPU the Triton kernels run in Triton's CPU interpreter. Triton fixes this when a
+# kernel is defined, i.e. when hazyzoo.kernels is first imported, so it is set here, before any
+# test module imports hazyzoo. Models still run the PyTorch references on CPU tensors (dispatch
+# picks Triton only for CUDA tensors unless HAZYZOO_KERNELS=triton).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -103,7 +103,9 @@ def time_generate(
     }
 
 
-def graph_vs_eager_logits(model, batch: int, prompt: int, steps: int, device: str, vocab: int) -> float:
+def graph_vs_eager_logits(
+    model, batch: int, prompt: int, steps: int, device: str, vocab: int
+) -> float:
     """Teacher-forced decode steps, eager and from the CUDA graph, on two copies of one prefill
     cache: the largest relative difference of the logits (random bf16 weights give near-uniform
     logits, so greedy tokens are too fragile a check)."""

@@ -2,21 +2,19 @@
 
 The Triton kernels run on CPU in Triton's interpreter. Triton decides whether a kernel is
 interpreted when the ``@triton.jit`` decorator runs, i.e. when ``hazyzoo.kernels.rms_norm`` is
-imported, so ``TRITON_INTERPRET=1`` is set below *before* that import. If another test module
-imported the kernels earlier without it, the module is reloaded so its kernels are redefined for
-the interpreter. Shapes stay tiny because the interpreter is slow. The last test (``gpu``)
+imported, so ``tests/conftest.py`` sets ``TRITON_INTERPRET=1`` (on machines without CUDA) before
+anything imports hazyzoo, and the interpreter tests skip when the kernels were compiled instead.
+Setting the variable here would leak into the whole pytest process on a GPU machine and turn
+every later Triton launch (CUDA-graph captures included) into interpreter runs. Shapes stay tiny because the interpreter is slow. The last test (``gpu``)
 checks the compiled kernels on CUDA at a real size, in a subprocess (see there why).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
-
-os.environ["TRITON_INTERPRET"] = "1"  # before hazyzoo.kernels is imported (see docstring)
 
 import pytest
 import torch
@@ -26,11 +24,9 @@ from hypothesis import strategies as st
 import hazyzoo.kernels.rms_norm as rn
 from hazyzoo.kernels.dispatch import triton_available
 
-if triton_available() and not rn._INTERPRETED:
-    rn = importlib.reload(rn)
-
 requires_triton = pytest.mark.skipif(
-    not triton_available(), reason="triton is not installed: the Triton kernels cannot run"
+    not triton_available() or not rn._INTERPRETED,
+    reason="needs triton and TRITON_INTERPRET=1 at import (set by tests/conftest.py without CUDA)",
 )
 
 HYPOTHESIS = settings(

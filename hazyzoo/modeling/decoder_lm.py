@@ -240,7 +240,10 @@ class HazyDecoderModel(HazyPreTrainedModel):
                 )
             inputs_embeds = self.embed_tokens(input_ids)
         batch, length = inputs_embeds.shape[:2]
-        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        if use_cache is None:
+            # Training never needs the recurrent state, and building it costs a pass over the
+            # sequence per layer, so a cache is made by default only in eval mode.
+            use_cache = self.config.use_cache and not self.training
         if self.gradient_checkpointing and self.training:
             use_cache = False
         if cache is not None and not isinstance(cache, HazyCache):

@@ -69,3 +69,11 @@ def test_cuda_graph_decode_matches_eager_generation():
     again = model.generate(ids, **kwargs)  # a new cache: captured anew
     assert torch.equal(eager, graphed) and torch.equal(eager, again)
     assert model._graph_decoder.captures == 2
+
+
+def test_training_mode_builds_no_cache_unless_asked():
+    model = _model().train()
+    ids = torch.randint(1, 61, (2, 6))
+    assert model(ids, labels=ids).past_key_values is None
+    assert model(ids, use_cache=True).past_key_values is not None
+    assert model.eval()(ids).past_key_values is not None

@@ -28,7 +28,8 @@ ZOO: tuple[ZooEntry, ...] = (
         "causal LM",
         "hazyzoo_based: BasedForCausalLM",
         "available",
-        "Auto classes, generate (fixed-size recurrent cache), Trainer, peft LoRA, safetensors, "
+        "Auto classes, generate (fixed-size recurrent cache, CUDA-graph decode), Trainer and "
+        "accelerate launch, peft LoRA, safetensors, "
         "push_to_hub + card, Triton linear-attention kernels, converter from HazyResearch/based",
     ),
     ZooEntry(

@@ -145,6 +145,10 @@ class BasedConfig(PreTrainedConfig):
             check_positive(self, name)
         if self.rms_norm_eps <= 0:
             raise ValueError(f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
+        if not self.rope_theta > 0:
+            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta}")
+        if self.initializer_range < 0:
+            raise ValueError(f"initializer_range must be >= 0, got {self.initializer_range}")
         if self.linear_attention_eps < 0:
             raise ValueError(f"linear_attention_eps must be >= 0, got {self.linear_attention_eps}")
         check_layer_indices(self, "linear_attention_layers", self.num_hidden_layers)

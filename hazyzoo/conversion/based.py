@@ -52,6 +52,9 @@ def _mixer_kind(mixer: dict[str, Any] | None, key: str) -> str | None:
 
 def based_config_from_reference(ref: dict[str, Any]) -> BasedConfig:
     """Translate a reference ``config.json`` dict into a :class:`BasedConfig`."""
+    missing = [key for key in ("vocab_size", "n_embd", "n_layer", "mixer") if key not in ref]
+    if missing:
+        raise ValueError(f"reference config.json lacks required keys {missing}")
     mixers = {key: ref.get(key) for key in ("mixer", "alt_mixer", "alt_mixer_2")}
     kinds = {key: _mixer_kind(value, key) for key, value in mixers.items()}
     if kinds["mixer"] != "base_conv":

@@ -239,6 +239,11 @@ class HazyDecoderModel(HazyPreTrainedModel):
                     f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}"
                 )
             inputs_embeds = self.embed_tokens(input_ids)
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+            raise ValueError(
+                f"inputs_embeds must be [batch, seq, hidden_size={self.config.hidden_size}], "
+                f"got shape {tuple(inputs_embeds.shape)}"
+            )
         batch, length = inputs_embeds.shape[:2]
         if use_cache is None:
             # Training never needs the recurrent state, and building it costs a pass over the
@@ -407,6 +412,8 @@ class HazyForCausalLM(HazyPreTrainedModel, GenerationMixin):
         )
         hidden_states = outputs.last_hidden_state
         if isinstance(logits_to_keep, int):
+            if logits_to_keep < 0:
+                raise ValueError(f"logits_to_keep must be >= 0 (0 keeps all), got {logits_to_keep}")
             keep = slice(-logits_to_keep, None) if logits_to_keep > 0 else slice(None)
         else:
             keep = logits_to_keep

@@ -56,3 +56,12 @@ def test_config_round_trip(tmp_path):
 def test_sliding_window_may_be_unset_without_sliding_layers():
     config = BasedConfig.tiny(sliding_window_layers=[], sliding_window=0)
     assert "sliding_window_attention" not in config.mixer_types
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [(dict(rope_theta=0.0), "rope_theta"), (dict(initializer_range=-0.1), "initializer_range")],
+)
+def test_bad_float_fields(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        BasedConfig.tiny(**overrides)

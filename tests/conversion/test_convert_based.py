@@ -120,6 +120,8 @@ def test_reference_config_translation_for_released_360m():
         assert getattr(config, field) == getattr(preset, field), field
     assert config.linear_attention_eps == 1e-6  # fla_parallel's epsilon
     assert config.eos_token_id == 50256
+    with pytest.raises(ValueError, match="n_layer"):
+        based_config_from_reference({k: v for k, v in ref.items() if k != "n_layer"})
     bad = dict(ref, rotary_emb_fraction=0.5)
     with pytest.raises(ValueError, match="rotary_emb_fraction"):
         based_config_from_reference(bad)

@@ -44,6 +44,10 @@ def test_wrong_cache_type_and_mask_shape_are_errors():
         model(ids, attention_mask=torch.ones(2, 7))
     with pytest.raises(ValueError, match="input_ids"):
         model()
+    with pytest.raises(ValueError, match="inputs_embeds"):
+        model(inputs_embeds=torch.randn(2, 5, 7))
+    with pytest.raises(ValueError, match="logits_to_keep"):
+        model(ids, logits_to_keep=-1)
 
 
 def test_init_is_the_reference_scheme():

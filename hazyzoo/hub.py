@@ -8,13 +8,30 @@ checkpoint directory (config, weights, generation config, card) in one commit.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, ModelCardData
 from safetensors import safe_open
 
-CARD_TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "hub_cards"
+# hub_cards/ sits at the repository root (DESIGN.md); a wheel install ships it as data files
+# under <prefix>/share/hazyzoo/hub_cards (setup.cfg [options.data_files]).
+_CARD_DIRS = (
+    Path(__file__).resolve().parent.parent / "hub_cards",
+    Path(sys.prefix) / "share" / "hazyzoo" / "hub_cards",
+)
+
+
+def card_template(name: str) -> Path:
+    """Path of the model-card template ``name`` (a checkout, then an installed copy)."""
+    for folder in _CARD_DIRS:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(
+        f"model-card template {name!r} not found in {[str(d) for d in _CARD_DIRS]}"
+    )
+
 
 # model_type -> (template file, pipeline tag, tags, tokenizer of the released models)
 CARD_SETTINGS: dict[str, dict[str, Any]] = {
@@ -78,7 +95,7 @@ def build_model_card(
     name = model_name or (repo_id.split("/")[-1] if repo_id else f"{model_type} model")
     return ModelCard.from_template(
         data,
-        template_path=str(CARD_TEMPLATES_DIR / settings["template"]),
+        template_path=str(card_template(settings["template"])),
         model_name=name,
         repo_id=repo_id or "path/to/checkpoint",
         base_model=base_model,

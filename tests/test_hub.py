@@ -93,3 +93,11 @@ def test_card_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         write_model_card(tmp_path)
     assert cli_main(["card", str(tmp_path)]) == 2
+
+
+def test_card_template_lookup():
+    from hazyzoo.hub import card_template
+
+    assert card_template("based.md").read_text().startswith("---\n{{ card_data }}")
+    with pytest.raises(FileNotFoundError, match="nope.md"):
+        card_template("nope.md")

@@ -4,8 +4,10 @@
     python benchmarks/kernels_linear_attention.py --dry-run   # CPU, TRITON_INTERPRET=1, tiny
 
 (a) Accuracy: each Triton kernel against the PyTorch reference at real sizes (B=2, H=16, F=16,
-    Dv 64 / 112, L 2k..16k) in float32 and bfloat16, as ||out - ref|| / ||ref||. The reference
-    runs a few heads at a time so its L x L matrix fits in memory at every length.
+    Dv 64 / 112, L 2k..16k) in float32 and bfloat16, as ||out - ref|| / ||ref||, and
+    ``taylor_linear_attention`` continuing from the state of a prefix (``init_o``: o with an
+    initial state, ``final_kv``: its final state). The reference runs chunk by chunk with state
+    passing, so its memory is linear in L.
 (b) Speed of ``taylor_attention_parallel`` (forward, forward+backward) against the reference and,
     when importable, flash-linear-attention's ``fla.ops.based.parallel_based``. fla returns the
     *normalised* output ``o / z`` (ours returns o and z), so only its timing is comparable.
@@ -51,7 +53,13 @@ if ARGS.dry_run:
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import hazyzoo.kernels.linear_attention as la  # noqa: E402
+from hazyzoo.kernels.linear_attention import (  # noqa: E402
+    parallel,
+    recurrent,
+    reference,
+    state,
+    taylor_feature_dim,
+)
 
 DEVICE = "cpu" if ARGS.dry_run else "cuda"
 FEAT = 16
@@ -91,27 +99,30 @@ def inputs(batch: int, heads: int, length: int, dv: int, dtype: torch.dtype, see
     )
 
 
-def reference_in_chunks(fn: Callable, heads: int, *tensors: torch.Tensor, chunk: int):
-    """Run a reference over ``chunk`` heads at a time (its L x L matrix would not fit)."""
-    outs = [fn(*(t[:, h : h + chunk] for t in tensors)) for h in range(0, heads, chunk)]
-    return tuple(torch.cat(parts, dim=1) for parts in zip(*outs, strict=True))
-
-
-def head_chunk(batch: int, length: int) -> int:
-    """Heads per reference call so that a few fp32 L x L matrices stay under ~8 GB."""
-    return max(1, min(ARGS.heads, int(8e9 // (4 * 4 * batch * length * length))))
-
-
 # ---------------------------------------------------------------------------------------------
 # (a) accuracy
 # ---------------------------------------------------------------------------------------------
 
 
+def continuation_errors(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor
+) -> list[float]:
+    """``taylor_linear_attention`` on the second half of the sequence from the state of the
+    first half: o and the final kv_state, Triton path against the reference."""
+    half = q.shape[2] // 2
+    with torch.no_grad():
+        head = (k[:, :, :half], v[:, :, :half], key_mask[:, :half])
+        initial = state.taylor_attention_state_triton(*head)
+        rest = (q[:, :, half:], k[:, :, half:], v[:, :, half:], key_mask[:, half:])
+        o, _, final = parallel.taylor_linear_attention_triton(*rest, initial, True)
+        o_ref, _, final_ref = reference.taylor_linear_attention_reference(*rest, initial, True)
+    return [rel_err(o, o_ref), rel_err(final[0], final_ref[0])]
+
+
 def check(dtypes: list[torch.dtype], lengths: list[int], dvs: list[int], batch: int) -> None:
     print("== (a) accuracy: ||triton - reference|| / ||reference||")
-    header = f"{'dtype':>8} {'L':>6} {'Dv':>4} " + " ".join(
-        f"{n:>9}" for n in ("o", "z", "dq", "dk", "dv", "kv_state", "k_state", "step_o", "step_z")
-    )
+    columns = "o z dq dk dv kv_state k_state step_o step_z init_o final_kv".split()
+    header = f"{'dtype':>8} {'L':>6} {'Dv':>4} " + " ".join(f"{n:>9}" for n in columns)
     print(header)
     heads = ARGS.heads
     for dtype in dtypes:
@@ -125,28 +136,27 @@ def check(dtypes: list[torch.dtype], lengths: list[int], dvs: list[int], batch: 
                 key_mask[0, : length // 8] = False  # left padding in the first row
 
                 leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-                o, z = la._taylor_attention_parallel_triton(*leaves, key_mask)
+                o, z = parallel.taylor_attention_parallel_triton(*leaves, key_mask)
                 grads = torch.autograd.grad((o, z), leaves, (grad_o, grad_z))
 
-                def ref_fwd_bwd(q_, k_, v_, go_, gz_, m_=key_mask):
-                    ls = [t.clone().requires_grad_() for t in (q_, k_, v_)]
-                    o_, z_ = la._taylor_attention_parallel_reference(*ls, m_)
-                    g = torch.autograd.grad((o_, z_), ls, (go_, gz_))
-                    return o_.detach(), z_.detach(), *g
-
-                chunk = head_chunk(batch, length)
-                ref = reference_in_chunks(ref_fwd_bwd, heads, q, k, v, grad_o, grad_z, chunk=chunk)
+                ref_leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+                o_ref, z_ref = reference.taylor_attention_parallel_reference(*ref_leaves, key_mask)
+                ref_grads = torch.autograd.grad((o_ref, z_ref), ref_leaves, (grad_o, grad_z))
+                ref = (o_ref.detach(), z_ref.detach(), *ref_grads)
                 errs = [rel_err(a, b) for a, b in zip((o, z, *grads), ref, strict=True)]
-                del o, z, grads, ref
+                del o, z, grads, ref, o_ref, z_ref, ref_grads
 
                 with torch.no_grad():
-                    kv_state, k_state = la._taylor_attention_state_triton(k, v, key_mask)
-                    kv_ref, k_ref = la._taylor_attention_state_reference(k, v, key_mask)
+                    kv_state, k_state = state.taylor_attention_state_triton(k, v, key_mask)
+                    kv_ref, k_ref = reference.taylor_attention_state_reference(k, v, key_mask)
                     errs += [rel_err(kv_state, kv_ref), rel_err(k_state, k_ref)]
                     token = (q[:, :, -1], k[:, :, -1], v[:, :, -1])
-                    step_o, step_z = la._taylor_attention_step_triton(*token, kv_state, k_state)
-                    ref_o, ref_z = la._taylor_attention_step_reference(*token, kv_ref, k_ref)
+                    step_o, step_z = recurrent.taylor_attention_step_triton(
+                        *token, kv_state, k_state
+                    )
+                    ref_o, ref_z = reference.taylor_attention_step_reference(*token, kv_ref, k_ref)
                     errs += [rel_err(step_o, ref_o), rel_err(step_z, ref_z)]
+                    errs += continuation_errors(q, k, v, key_mask)
                 name = str(dtype).removeprefix("torch.")
                 print(f"{name:>8} {length:>6} {dv:>4} " + " ".join(f"{e:9.2e}" for e in errs))
                 SUMMARY.append(("check", name, str(length), str(dv), f"max err {max(errs):.1e}"))
@@ -178,7 +188,10 @@ def load_fla() -> Callable | None:
 
 
 def reference_fits(batch: int, heads: int, length: int) -> bool:
-    needed = 4 * 4 * batch * heads * length * length  # s, A and friends in fp32
+    """Whether the chunked reference's forward + backward fits: per token and head it saves
+    a few chunk-wide score rows and a few (1+F+F^2)-wide feature rows, in fp32."""
+    width = reference.REFERENCE_CHUNK_SIZE + taylor_feature_dim(FEAT)
+    needed = 4 * 8 * batch * heads * length * width
     if ARGS.dry_run:
         return True
     free, _ = torch.cuda.mem_get_info()
@@ -207,10 +220,10 @@ def time_parallel_shape(
         y = fla(*leaves)
         return torch.autograd.grad(y, leaves, grad_y.view_as(y))
 
-    triton_fn = la._taylor_attention_parallel_triton
+    triton_fn = parallel.taylor_attention_parallel_triton
     row = [bench(lambda: fwd(triton_fn)), bench(lambda: fwd_bwd(triton_fn))]
     if reference_fits(batch, ARGS.heads, length):
-        ref_fn = la._taylor_attention_parallel_reference
+        ref_fn = reference.taylor_attention_parallel_reference
         row += [bench(lambda: fwd(ref_fn)), bench(lambda: fwd_bwd(ref_fn))]
     else:
         row += [math.nan, math.nan]
@@ -249,18 +262,18 @@ def time_parallel(dtype: torch.dtype, lengths: list[int], dvs: list[int]) -> Non
 def time_step_shape(dtype: torch.dtype, batch: int, dv: int) -> tuple[float, float]:
     """Median ms of the Triton and the reference decode step."""
     q, k, v = (t[:, :, 0] for t in inputs(batch, ARGS.heads, 1, dv, dtype))
-    d_phi = la.taylor_feature_dim(FEAT)
+    d_phi = taylor_feature_dim(FEAT)
     kv_state = torch.zeros(batch, ARGS.heads, d_phi, dv, device=DEVICE)
     k_state = torch.zeros(batch, ARGS.heads, d_phi, device=DEVICE)
     # The state grows by one token per call; harmless for timing.
-    triton_ms = bench(lambda: la._taylor_attention_step_triton(q, k, v, kv_state, k_state))
-    ref_ms = bench(lambda: la._taylor_attention_step_reference(q, k, v, kv_state, k_state))
+    triton_ms = bench(lambda: recurrent.taylor_attention_step_triton(q, k, v, kv_state, k_state))
+    ref_ms = bench(lambda: reference.taylor_attention_step_reference(q, k, v, kv_state, k_state))
     return triton_ms, ref_ms
 
 
 def time_step(dtype: torch.dtype, batches: list[int], dv: int) -> None:
     print(f"== (c) taylor_attention_step, {dtype}, H={ARGS.heads}, Dv={dv}, median ms")
-    d_phi = la.taylor_feature_dim(FEAT)
+    d_phi = taylor_feature_dim(FEAT)
     print(f"{'B':>5} {'triton':>9} {'floor':>9} {'% floor':>8} {'GB/s':>8} {'reference':>9}")
     for batch in batches:
         ms, ref_ms = time_step_shape(dtype, batch, dv)

@@ -18,10 +18,15 @@ from hazyzoo.modeling.modeling_based import (
     BasedPreTrainedModel,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-# Causal LMs in the zoo: the contract tests run over every entry.
+# The zoo's models by model_type, for the contract tests (tests/modeling): the model-generic
+# tests (save/load, Auto classes, init, gradient checkpointing, LoRA, offload) run over both
+# registries, the generative ones (cache, generate) over the causal LMs. A model joins by being
+# listed here; its config class has a ``tiny()`` constructor and the model class a
+# ``lora_target_modules`` list.
 CAUSAL_LM_REGISTRY: dict[str, type] = {BasedConfig.model_type: BasedForCausalLM}
+ENCODER_REGISTRY: dict[str, type] = {}
 
 
 def _register() -> None:
@@ -36,6 +41,7 @@ __all__ = [
     "BASED_LORA_TARGET_MODULES",
     "BASED_PRESETS",
     "CAUSAL_LM_REGISTRY",
+    "ENCODER_REGISTRY",
     "BasedConfig",
     "BasedForCausalLM",
     "BasedModel",

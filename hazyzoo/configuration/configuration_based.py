@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
-
-from hazyzoo.configuration.validation import (
+from hazyzoo.configuration.base import HazyConfig
+from hazyzoo.validation import (
+    check_bool,
     check_divides,
+    check_float,
     check_layer_indices,
     check_positive,
+    check_token_id,
 )
 
 MIXER_BASE_CONV = "base_conv"
@@ -56,11 +57,15 @@ BASED_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@strict(accept_kwargs=True)
-class BasedConfig(PreTrainedConfig):
+class BasedConfig(HazyConfig):
     r"""Configuration for :class:`~hazyzoo.BasedModel` and :class:`~hazyzoo.BasedForCausalLM`.
 
     Defaults give the released 360M model. Use :meth:`from_preset` for the released sizes.
+    Every field is checked when the config is built and again when a model is built from it
+    (:meth:`check_architecture`): a wrong type, a value out of range or an unknown keyword (a
+    misspelt field) is a ``TypeError``/``ValueError`` naming it. The per-layer mixers the shared
+    stack builds are :attr:`mixer_types` (from the two index lists) and
+    :attr:`channel_mixer_types` (SwiGLU everywhere), with RMSNorm norms.
 
     Args:
         vocab_size: Size of the (padded) vocabulary; the released models pad GPT-2's 50257 to 50264.
@@ -115,6 +120,9 @@ class BasedConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = None
     tie_word_embeddings: bool = True
 
+    # The shared stack's norm kind (BASED uses RMSNorm everywhere; not a field).
+    norm_type = "rms_norm"
+
     def __post_init__(self, **kwargs: Any) -> None:
         if self.linear_attention_layers is None:
             self.linear_attention_layers = list(
@@ -122,15 +130,15 @@ class BasedConfig(PreTrainedConfig):
             )
         if self.sliding_window_layers is None:
             self.sliding_window_layers = list(BASED_PRESETS["based-360m"]["sliding_window_layers"])
-        self.linear_attention_layers = [int(i) for i in self.linear_attention_layers]
-        self.sliding_window_layers = [int(i) for i in self.sliding_window_layers]
         if self.sliding_window_num_heads is None:
             self.sliding_window_num_heads = self.num_attention_heads
         super().__post_init__(**kwargs)
-        self.validate_based()
+        self.check_architecture()
 
-    def validate_based(self) -> None:
-        """Raise ``ValueError`` naming the field when the architecture is inconsistent."""
+    def check_architecture(self) -> None:
+        """Raise ``TypeError``/``ValueError`` naming the field when a value has the wrong type or
+        the architecture is inconsistent. Runs once when the config is built and again when a
+        model is built from it (so a config changed after construction is re-checked)."""
         for name in (
             "vocab_size",
             "hidden_size",
@@ -143,14 +151,12 @@ class BasedConfig(PreTrainedConfig):
             "conv_expansion",
         ):
             check_positive(self, name)
-        if self.rms_norm_eps <= 0:
-            raise ValueError(f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
-        if not self.rope_theta > 0:
-            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta}")
-        if self.initializer_range < 0:
-            raise ValueError(f"initializer_range must be >= 0, got {self.initializer_range}")
-        if self.linear_attention_eps < 0:
-            raise ValueError(f"linear_attention_eps must be >= 0, got {self.linear_attention_eps}")
+        check_float(self, "rms_norm_eps", gt=0)
+        check_float(self, "rope_theta", gt=0)
+        check_float(self, "initializer_range", ge=0)
+        check_float(self, "linear_attention_eps", ge=0)
+        for name in ("conv_bias", "residual_in_fp32", "use_cache", "tie_word_embeddings"):
+            check_bool(self, name)
         check_layer_indices(self, "linear_attention_layers", self.num_hidden_layers)
         check_layer_indices(self, "sliding_window_layers", self.num_hidden_layers)
         both = sorted(set(self.linear_attention_layers) & set(self.sliding_window_layers))
@@ -169,6 +175,9 @@ class BasedConfig(PreTrainedConfig):
                     f"sliding-window head dim hidden_size // sliding_window_num_heads = {head_dim} "
                     "must be even for rotary embeddings"
                 )
+        for name in ("pad_token_id", "bos_token_id"):
+            check_token_id(self, name, self.vocab_size)
+        check_token_id(self, "eos_token_id", self.vocab_size, allow_list=True)
 
     @property
     def mixer_types(self) -> list[str]:
@@ -179,6 +188,11 @@ class BasedConfig(PreTrainedConfig):
         for i in self.sliding_window_layers:
             kinds[i] = MIXER_SLIDING_WINDOW
         return kinds
+
+    @property
+    def channel_mixer_types(self) -> list[str]:
+        """The channel mixer of each layer: SwiGLU in every BASED block."""
+        return ["swiglu"] * self.num_hidden_layers
 
     @property
     def feature_map_dim(self) -> int:

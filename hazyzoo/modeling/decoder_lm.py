@@ -1,72 +1,74 @@
-"""A generic pre-norm decoder language model whose layers take their mixer from the config.
+"""The shared decoder stack: a list of blocks, each a sequence mixer and/or a channel mixer.
 
-BASED uses it directly; JRT-RNN, RTF and the MAD hybrids reuse it by registering their mixers
-with :func:`register_mixer` and giving their config a ``mixer_types`` list (one name a layer).
-The pieces a transformers user relies on live here once: weight init that survives
-``from_pretrained`` on the meta device, tied embeddings, gradient checkpointing, the recurrent
-:class:`~hazyzoo.modeling.cache.HazyCache` for ``generate`` (which never grows), left-padding
-aware positions, and the ``past_key_values`` -> ``cache`` rename of transformers 5.24.
+An architecture is a config whose ``mixer_types`` and ``channel_mixer_types`` name one
+registered mixer per layer (see :mod:`hazyzoo.modeling.layers.registry`), with ``norm_type``
+choosing the norms; its ``<Name>PreTrainedModel`` derives from
+:class:`HazyDecoderPreTrainedModel`, and its model classes from that and the generic
+:class:`HazyDecoderModel` / :class:`HazyForCausalLM`. The pieces a transformers user relies on
+live here once: tied embeddings, gradient checkpointing, the :class:`HazyCache` that
+``generate`` creates itself (``prefill_chunk_size`` and ``cache_implementation`` included),
+left-padding aware positions, keyword arguments threaded to every mixer, auxiliary losses added
+to the LM loss, the output flags of the config, input validation, and the ``past_key_values`` ->
+``cache`` rename of transformers 5.24.
 """
 
 from __future__ import annotations
 
-import math
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import GenerationMixin, PreTrainedConfig, PreTrainedModel
-from transformers import initialization as init
+from transformers import GenerationMixin, PreTrainedConfig
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from hazyzoo.hub import push_folder_to_hub, write_model_card
+from hazyzoo import validation
+from hazyzoo.modeling.base import (
+    HazyPreTrainedModel,
+    config_already_checked,
+    mark_residual_projections,
+)
 from hazyzoo.modeling.cache import HazyCache
 from hazyzoo.modeling.graphs import CudaGraphDecoder
-from hazyzoo.modeling.layers.base_conv import BaseConv
 from hazyzoo.modeling.layers.decoder import DecoderLayer
-from hazyzoo.modeling.layers.linear_attention import TaylorLinearAttention
-from hazyzoo.modeling.layers.mlp import SwiGLUMLP
-from hazyzoo.modeling.layers.norm import RMSNorm
-from hazyzoo.modeling.layers.sliding_window import SlidingWindowAttention
+from hazyzoo.modeling.layers.norm import build_norm
 
-MixerFactory = Callable[[PreTrainedConfig, int], nn.Module]
-MIXER_FACTORIES: dict[str, MixerFactory] = {}
-
-# transformers 5.24 renamed the output field ``past_key_values`` to ``cache``.
+# transformers 5.24 renamed the output field (and generate's model kwarg) ``past_key_values``
+# to ``cache``.
 CACHE_FIELD = (
     "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 )
-# Output projections that write into the residual stream (scaled down at init, GPT-2 style).
-RESIDUAL_PROJECTIONS = ("o_proj", "out_proj", "down_proj")
-_HUB_KEYS = ("repo_id", "commit_message", "private", "token", "create_pr", "revision")
-
-
-def register_mixer(name: str, factory: MixerFactory) -> None:
-    """Make ``name`` usable in a config's ``mixer_types``; ``factory(config, layer_idx)`` builds it."""
-    MIXER_FACTORIES[name] = factory
-
-
-register_mixer(
-    "base_conv",
-    lambda c, i: BaseConv(
-        c.hidden_size, c.conv_expansion * c.hidden_size, c.conv_kernel_size, c.conv_bias, i
-    ),
+# ``cache_implementation`` values generate may be asked for: the model's own cache serves them
+# all (it is fixed-size for recurrent layers already); others are refused with a clear error.
+_SERVED_CACHE_IMPLEMENTATIONS = (None, "dynamic", "static")
+# Config fields that do not shape any cache state (left out of a cache's signature).
+_NON_ARCHITECTURE_FIELDS = frozenset(
+    {
+        "use_cache",
+        "initializer_range",
+        "tie_word_embeddings",
+        "pad_token_id",
+        "bos_token_id",
+        "eos_token_id",
+        "vocab_size",
+        "residual_in_fp32",
+    }
 )
-register_mixer(
-    "linear_attention",
-    lambda c, i: TaylorLinearAttention(
-        c.hidden_size, c.num_attention_heads, c.feature_dim, c.linear_attention_eps, i
-    ),
-)
-register_mixer(
-    "sliding_window_attention",
-    lambda c, i: SlidingWindowAttention(
-        c.hidden_size, c.sliding_window_num_heads, c.sliding_window, c.rope_theta, i
-    ),
-)
+
+
+@dataclass
+class HazyModelOutput(BaseModelOutputWithPast):
+    """``BaseModelOutputWithPast`` plus ``aux_loss``: the sum of the mixers' auxiliary losses
+    (e.g. MoE load balancing), None when no mixer has one."""
+
+    aux_loss: torch.FloatTensor | None = None
+
+
+@dataclass
+class HazyCausalLMOutput(CausalLMOutputWithPast):
+    """``CausalLMOutputWithPast`` plus ``aux_loss`` (already included in ``loss``)."""
+
+    aux_loss: torch.FloatTensor | None = None
 
 
 def resolve_cache_argument(past_key_values: Any, cache: Any) -> Any:
@@ -87,113 +89,38 @@ def default_position_ids(
     return torch.arange(past, past + length, device=device)[None].expand(batch, -1)
 
 
-class HazyPreTrainedModel(PreTrainedModel):
-    """Shared PreTrainedModel settings of hazyzoo's decoder models."""
+def _flag(value: bool | None, config: PreTrainedConfig, name: str, default: bool) -> bool:
+    """A forward argument, else the config's switch of the same name (as transformers does)."""
+    return value if value is not None else bool(getattr(config, name, default))
 
-    base_model_prefix = "model"
-    supports_gradient_checkpointing = True
+
+class HazyDecoderPreTrainedModel(HazyPreTrainedModel):
+    """Settings every hazyzoo decoder shares: blocks are the unit of device placement, the
+    model is stateful (it keeps a recurrent cache, so transformers' assisted and prompt-lookup
+    decoding are refused by design), SDPA is what the attention mixers use."""
+
     _no_split_modules = ["DecoderLayer"]
     _is_stateful = True
-    _supports_attention_backend = False
+    _supports_sdpa = True
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
-        # The model builds its own HazyCache in forward; a DynamicCache would be wrong here.
+        # The model builds its own HazyCache; a DynamicCache would be wrong here.
         return False
 
-    def save_pretrained(
-        self, save_directory: str | Path, *args: Any, push_to_hub: bool = False, **kwargs: Any
-    ) -> None:
-        """transformers' ``save_pretrained`` plus a hazyzoo model card (``README.md``, written
-        when absent). With ``push_to_hub=True`` the directory (config, weights, generation
-        config, card) is uploaded to ``repo_id`` (default: the directory name)."""
-        hub = {k: kwargs.pop(k) for k in _HUB_KEYS if k in kwargs}
-        if "token" in hub:
-            kwargs["token"] = hub["token"]
-        super().save_pretrained(save_directory, *args, push_to_hub=False, **kwargs)
-        if not kwargs.get("is_main_process", True):
-            return
-        write_model_card(save_directory, overwrite=False)
-        if push_to_hub:
-            repo_id = hub.pop("repo_id", None) or Path(save_directory).name
-            push_folder_to_hub(save_directory, repo_id, **hub)
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token: str | bool | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        max_shard_size: int | str = "50GB",
-        tags: list[str] | None = None,
-        base_model: str | None = None,
-    ) -> Any:
-        """Upload config, safetensors weights, generation config and the hazyzoo model card
-        to ``repo_id`` in one commit."""
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp, max_shard_size=max_shard_size)
-            write_model_card(tmp, repo_id=repo_id, tags=tags, base_model=base_model)
-            return push_folder_to_hub(
-                tmp,
-                repo_id,
-                commit_message=commit_message,
-                private=private,
-                token=token,
-                revision=revision,
-                create_pr=create_pr,
-            )
-
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        """Reference init: normal(0, initializer_range); residual output projections scaled by
-        1/sqrt(2 * num_layers); depthwise convolutions uniform(+-1/sqrt(kernel)); norms one.
-
-        Uses ``transformers.initialization`` so weights loaded by ``from_pretrained`` are kept.
-        """
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            scale = 1.0
-            if getattr(module, "_hazy_residual_projection", False):
-                scale = 1.0 / math.sqrt(2 * self.config.num_hidden_layers)
-            init.normal_(module.weight, mean=0.0, std=std * scale)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, nn.Conv1d):
-            bound = 1.0 / math.sqrt(module.weight.shape[1] * module.weight.shape[2])
-            init.uniform_(module.weight, -bound, bound)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, RMSNorm):
-            init.ones_(module.weight)
-
-
-class HazyDecoderModel(HazyPreTrainedModel):
-    """Embedding -> ``num_hidden_layers`` pre-norm blocks (mixer from ``config.mixer_types``
-    + SwiGLU MLP) -> final RMSNorm. Returns hidden states and the recurrent cache."""
+class HazyDecoderModel(HazyDecoderPreTrainedModel):
+    """Embedding -> ``num_hidden_layers`` pre-norm blocks -> final norm. Returns hidden states,
+    the cache, the mixers' auxiliary loss and, when asked, hidden states and attentions."""
 
     def __init__(self, config: PreTrainedConfig) -> None:
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        layers = []
-        for idx, kind in enumerate(config.mixer_types):
-            if kind not in MIXER_FACTORIES:
-                raise ValueError(
-                    f"mixer_types[{idx}] = {kind!r} is not a registered mixer; "
-                    f"choose from {sorted(MIXER_FACTORIES)}"
-                )
-            mixer = MIXER_FACTORIES[kind](config, idx)
-            mlp = SwiGLUMLP(config.hidden_size, config.intermediate_size)
-            layers.append(DecoderLayer(config.hidden_size, mixer, mlp, config.rms_norm_eps, idx))
-        self.layers = nn.ModuleList(layers)
-        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in RESIDUAL_PROJECTIONS:
-                module._hazy_residual_projection = True
+        self.layers = nn.ModuleList(
+            DecoderLayer.from_config(config, idx) for idx in range(config.num_hidden_layers)
+        )
+        self.norm = build_norm(config)
+        mark_residual_projections(self)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -203,9 +130,39 @@ class HazyDecoderModel(HazyPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
+    def cache_signature(self) -> tuple:
+        """What a cache must match to continue this model: the architecture fields of its
+        config (flags such as ``use_cache`` or token ids do not change any state's shape)."""
+        c = self.config
+        fields = getattr(type(c), "__dataclass_fields__", None) or c.to_dict()
+        skip = _NON_ARCHITECTURE_FIELDS
+        return (c.model_type, *((k, repr(getattr(c, k, None))) for k in fields if k not in skip))
+
+    def make_cache_layers(self) -> list:
+        """Fresh, empty cache layers, one per block."""
+        return [layer.make_cache_layer() for layer in self.layers]
+
     def make_cache(self) -> HazyCache:
-        """An empty recurrent cache for this model (one fixed-size layer state per layer)."""
-        return HazyCache([layer.mixer.make_cache_layer() for layer in self.layers])
+        """An empty cache for this model (one layer state per block)."""
+        cache = HazyCache(self.make_cache_layers())
+        cache.signature = self.cache_signature()
+        return cache
+
+    def _check_cache(self, cache: HazyCache, batch: int) -> None:
+        if not isinstance(cache, HazyCache):
+            raise TypeError(
+                f"{type(self).__name__} needs a HazyCache (from model.make_cache()), "
+                f"got {type(cache).__name__}"
+            )
+        validation.check_cache_compatible(
+            cache, [type(layer) for layer in self.make_cache_layers()], batch
+        )
+        signature = getattr(cache, "signature", None)
+        if signature is not None and signature != self.cache_signature():
+            raise ValueError(
+                "the cache was built by a model of another shape "
+                f"(hidden_size/layers differ from this {self.config.model_type} model)"
+            )
 
     def forward(
         self,
@@ -216,97 +173,127 @@ class HazyDecoderModel(HazyPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         cache: HazyCache | None = None,
         **kwargs: Any,
-    ) -> BaseModelOutputWithPast | tuple:
+    ) -> HazyModelOutput | tuple:
         """Run the stack.
 
         Args:
             input_ids: [batch, seq] token ids (or give ``inputs_embeds`` [batch, seq, hidden]).
-            attention_mask: [batch, past + seq] or [batch, seq], 1 for tokens and 0 for padding
-                (left padding for batched generation). Padding tokens do not reach any other token.
+            attention_mask: [batch, past + seq] or [batch, seq], 1 for tokens and 0 for padding.
+                Padding tokens do not reach any other token. When a cache is built or continued
+                the padding must be on the left (a recurrent state cannot skip trailing pads).
             position_ids: [batch, seq] rotary positions; by default counted over real tokens.
             cache / past_key_values: a :class:`HazyCache` to continue from (updated in place).
-            use_cache: return a cache (a new one is made when none is given).
+            use_cache: return a cache (a new one is made when none is given); by default in
+                eval mode only, as training never needs the recurrent state.
+            output_hidden_states, output_attentions, return_dict: as in transformers; when None,
+                the config's switch of the same name decides.
+            **kwargs: passed to every mixer (see ``hazyzoo.modeling.layers.protocol``).
         """
         cache = resolve_cache_argument(past_key_values, cache)
+        config = self.config
+        output_hidden_states = _flag(output_hidden_states, config, "output_hidden_states", False)
+        output_attentions = _flag(output_attentions, config, "output_attentions", False)
+        return_dict = _flag(return_dict, config, "return_dict", True)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
-        if inputs_embeds is None:
-            if input_ids.dim() != 2:
-                raise ValueError(
-                    f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}"
-                )
-            inputs_embeds = self.embed_tokens(input_ids)
-        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+        past = cache.get_seq_length() if isinstance(cache, HazyCache) else 0
+        given = input_ids if input_ids is not None else inputs_embeds
+        if past and isinstance(given, torch.Tensor) and given.dim() >= 2 and given.shape[1] == 0:
             raise ValueError(
-                f"inputs_embeds must be [batch, seq, hidden_size={self.config.hidden_size}], "
-                f"got shape {tuple(inputs_embeds.shape)}"
+                f"the input adds no new positions, but the cache has already seen {past}: pass "
+                "only the new tokens to forward, or to generate a prompt that extends what the "
+                "cache has seen"
             )
+        if inputs_embeds is None:
+            validation.check_input_ids(input_ids, self.embed_tokens.num_embeddings)
+            inputs_embeds = self.embed_tokens(input_ids)
+        validation.check_inputs_embeds(inputs_embeds, config.hidden_size)
         batch, length = inputs_embeds.shape[:2]
         if use_cache is None:
-            # Training never needs the recurrent state, and building it costs a pass over the
-            # sequence per layer, so a cache is made by default only in eval mode.
-            use_cache = self.config.use_cache and not self.training
+            use_cache = config.use_cache and not self.training
         if self.gradient_checkpointing and self.training:
             use_cache = False
-        if cache is not None and not isinstance(cache, HazyCache):
-            raise TypeError(
-                f"{type(self).__name__} needs a HazyCache (from model.make_cache()), "
-                f"got {type(cache).__name__}"
-            )
+        if cache is not None:
+            self._check_cache(cache, batch)
+        if length == 0:
+            raise ValueError("the input has no positions (sequence length 0)")
         if use_cache and cache is None:
             cache = self.make_cache()
-        past = cache.get_seq_length() if cache is not None else 0
 
+        if cache is not None and past and not getattr(cache, "continuable", True):
+            raise ValueError(
+                "this cache was built from a right- or middle-padded attention mask, so its "
+                "state includes the wrong positions; pad prompts on the left to generate or to "
+                "continue a cache (tokenizer.padding_side = 'left')"
+            )
         chunk_mask = None
         if attention_mask is not None:
-            if attention_mask.dim() != 2 or attention_mask.shape[0] != batch:
-                raise ValueError(
-                    f"attention_mask must be [batch, seq] or [batch, past + seq] = [{batch}, "
-                    f"{length}] or [{batch}, {past + length}], got {tuple(attention_mask.shape)}"
-                )
-            if attention_mask.shape[1] not in (length, past + length):
-                raise ValueError(
-                    f"attention_mask has {attention_mask.shape[1]} positions but the input has "
-                    f"{length} new and {past} cached ones"
-                )
+            # Continuing a cache needs left padding (a recurrent state cannot skip trailing
+            # pads); a fresh cache built from another padding is marked so it cannot be
+            # continued, while its logits (right padding in evaluation loops) stay valid.
+            left_padded = validation.check_attention_mask(
+                attention_mask, batch, length, past, require_left_padding=past > 0
+            )
+            if cache is not None and past == 0 and not left_padded:
+                cache.continuable = False
             chunk_mask = attention_mask[:, -length:].bool()
         if position_ids is None:
             position_ids = default_position_ids(
                 attention_mask, past, length, batch, inputs_embeds.device
             )
+        else:
+            validation.check_position_ids(position_ids, batch, length)
 
-        residual_dtype = torch.float32 if self.config.residual_in_fp32 else inputs_embeds.dtype
+        residual_dtype = torch.float32 if config.residual_in_fp32 else inputs_embeds.dtype
         hidden_states = inputs_embeds.to(residual_dtype)
         all_hidden = [] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
+        aux_loss = None
+        if output_attentions:
+            kwargs["output_attentions"] = True
         for idx, layer in enumerate(self.layers):
             if all_hidden is not None:
                 all_hidden.append(hidden_states)
-            hidden_states = layer(
+            hidden_states, aux, attentions = layer(
                 hidden_states,
                 attention_mask=chunk_mask,
                 position_ids=position_ids,
                 cache_layer=cache.layers[idx] if cache is not None else None,
+                **kwargs,
             )
+            if aux is not None:
+                aux_loss = aux if aux_loss is None else aux_loss + aux
+            if all_attentions is not None:
+                all_attentions.append(attentions)
         hidden_states = self.norm(hidden_states)
         if all_hidden is not None:
             all_hidden.append(hidden_states)
+        if all_attentions is not None and all(a is None for a in all_attentions):
+            raise ValueError(
+                f"output_attentions=True, but none of this model's mixers "
+                f"({sorted(set(config.mixer_types))}) computes attention weights"
+            )
         if cache is not None:
             cache.advance(length)
-        out = BaseModelOutputWithPast(
+        out = HazyModelOutput(
             last_hidden_state=hidden_states,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            attentions=tuple(all_attentions) if all_attentions is not None else None,
+            aux_loss=aux_loss,
             **{CACHE_FIELD: cache if use_cache else None},
         )
-        return out if return_dict is not False else out.to_tuple()
+        return out if return_dict else out.to_tuple()
 
 
-class HazyForCausalLM(HazyPreTrainedModel, GenerationMixin):
+class HazyForCausalLM(HazyDecoderPreTrainedModel, GenerationMixin):
     """A :class:`HazyDecoderModel` with a (tied) language-model head; generates with the cache.
 
-    Subclasses set ``config_class`` and ``base_model_class``.
+    Subclasses set ``config_class`` and ``base_model_class`` (and list ``GenerationMixin`` among
+    their own bases, as transformers' LM classes do).
     """
 
     base_model_class: type[HazyDecoderModel] = HazyDecoderModel
@@ -314,7 +301,8 @@ class HazyForCausalLM(HazyPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: PreTrainedConfig) -> None:
         super().__init__(config)
-        self.model = self.base_model_class(config)
+        with config_already_checked():
+            self.model = self.base_model_class(config)
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
@@ -332,15 +320,59 @@ class HazyForCausalLM(HazyPreTrainedModel, GenerationMixin):
         self.lm_head = new_embeddings
 
     def make_cache(self) -> HazyCache:
-        """An empty recurrent cache (see :meth:`HazyDecoderModel.make_cache`)."""
+        """An empty cache (see :meth:`HazyDecoderModel.make_cache`)."""
         return self.model.make_cache()
 
+    # --- generate --------------------------------------------------------------------------
+    def generate(self, inputs: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+        """transformers' ``generate``, with its length and count arguments checked first (a
+        ``max_new_tokens=2.5`` or ``"10"`` is an error naming it, not a failure deep inside)."""
+        validation.check_generation_lengths(**kwargs)
+        validation.check_generation_config(
+            kwargs.get("generation_config") or self.generation_config
+        )
+        return super().generate(inputs, *args, **kwargs)
+
+    def _prepare_cache_for_generation(
+        self,
+        generation_config: Any,
+        model_kwargs: dict,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        """Give ``generate`` this model's own cache, so chunked prefill (``prefill_chunk_size``)
+        and ``cache_implementation="static"`` work without the user building one. The cache of
+        the recurrent layers is fixed-size already, so "static" needs nothing more."""
+        implementation = generation_config.cache_implementation
+        if model_kwargs.get(CACHE_FIELD) is not None:
+            if implementation is not None:
+                raise ValueError(
+                    "pass either cache_implementation or a cache to generate, not both"
+                )
+            return
+        if generation_config.use_cache is False:
+            return
+        if implementation not in _SERVED_CACHE_IMPLEMENTATIONS:
+            raise ValueError(
+                f"cache_implementation={implementation!r} is not supported by "
+                f"{type(self).__name__}, which generates from its own cache; use None, "
+                "'dynamic' or 'static' (all give the same cache)"
+            )
+        model_kwargs[CACHE_FIELD] = self.make_cache()
+
+    def _valid_auto_compile_criteria(self, model_kwargs: dict, generation_config: Any) -> bool:
+        # transformers compiles the decode step for "static" caches; the hazyzoo cache is
+        # updated by Python-level mixer code that CUDA-graph replay serves instead.
+        return False
+
+    # --- CUDA-graph decode -----------------------------------------------------------------
     def enable_cuda_graph_decode(self, enabled: bool = True) -> None:
         """Replay single-token decode steps from a captured CUDA graph (CUDA, inference only).
 
         Decode steps of a deep hybrid are launch-bound at small and medium batch; the graph removes
         that overhead. Capture happens on the first decode step of each new cache (each
         ``generate`` call) and costs about two eager steps. Other calls run eagerly as before.
+        Caches with layers that cannot be replayed (a growing key/value cache) run eagerly.
         """
         self._graph_decoder = CudaGraphDecoder(self) if enabled else None
 
@@ -353,7 +385,7 @@ class HazyForCausalLM(HazyPreTrainedModel, GenerationMixin):
         dtype = torch.float32 if self.config.residual_in_fp32 else hidden.dtype
         hidden = hidden.to(dtype)
         for idx, layer in enumerate(self.model.layers):
-            hidden = layer(hidden, position_ids=position_ids, cache_layer=cache.layers[idx])
+            hidden = layer(hidden, position_ids=position_ids, cache_layer=cache.layers[idx])[0]
         return self.lm_head(self.model.norm(hidden))
 
     def _can_replay_graph(
@@ -366,7 +398,9 @@ class HazyForCausalLM(HazyPreTrainedModel, GenerationMixin):
             return False
         if not input_ids.is_cuda or input_ids.shape[1] != 1 or not isinstance(cache, HazyCache):
             return False
-        if cache.get_seq_length() == 0 or not all(layer.has_state for layer in cache.layers):
+        if not cache.supports_graph_replay or cache.get_seq_length() == 0:
+            return False
+        if not all(layer.has_state for layer in cache.layers):
             return False
         return attention_mask is None or bool(attention_mask[:, -1].all())
 
@@ -380,16 +414,23 @@ class HazyForCausalLM(HazyPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         cache: HazyCache | None = None,
         **kwargs: Any,
-    ) -> CausalLMOutputWithPast | tuple:
+    ) -> HazyCausalLMOutput | tuple:
         """Logits [batch, seq, vocab] (the last ``logits_to_keep`` positions if > 0), the loss
-        when ``labels`` are given (shifted inside, -100 ignored), and the cache."""
+        when ``labels`` are given (shifted inside, -100 ignored; plus the mixers' auxiliary
+        losses), and the cache. Other keyword arguments reach every mixer and the loss."""
         cache = resolve_cache_argument(past_key_values, cache)
+        return_dict = _flag(return_dict, self.config, "return_dict", True)
+        hidden_flags = (
+            _flag(output_hidden_states, self.config, "output_hidden_states", False),
+            _flag(output_attentions, self.config, "output_attentions", False),
+        )
         if self._can_replay_graph(
-            input_ids, cache, attention_mask, inputs_embeds, labels, (output_hidden_states,)
+            input_ids, cache, attention_mask, inputs_embeds, labels, hidden_flags
         ):
             past = cache.get_seq_length()
             if position_ids is None:
@@ -398,8 +439,8 @@ class HazyForCausalLM(HazyPreTrainedModel, GenerationMixin):
                 )
             logits = self._graph_decoder(input_ids, position_ids, cache)
             cache.advance(1)
-            out = CausalLMOutputWithPast(logits=logits, **{CACHE_FIELD: cache})
-            return out if return_dict is not False else out.to_tuple()
+            out = HazyCausalLMOutput(logits=logits, **{CACHE_FIELD: cache})
+            return out if return_dict else out.to_tuple()
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -407,24 +448,30 @@ class HazyForCausalLM(HazyPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
+            output_hidden_states=hidden_flags[0],
+            output_attentions=hidden_flags[1],
             return_dict=True,
+            **kwargs,
         )
         hidden_states = outputs.last_hidden_state
+        validation.check_logits_to_keep(logits_to_keep, hidden_states.shape[1])
         if isinstance(logits_to_keep, int):
-            if logits_to_keep < 0:
-                raise ValueError(f"logits_to_keep must be >= 0 (0 keeps all), got {logits_to_keep}")
             keep = slice(-logits_to_keep, None) if logits_to_keep > 0 else slice(None)
         else:
             keep = logits_to_keep
         logits = self.lm_head(hidden_states[:, keep, :])
         loss = None
         if labels is not None:
+            validation.check_labels(labels, *hidden_states.shape[:2], self.vocab_size)
             loss = self.loss_function(logits, labels, self.vocab_size, **kwargs)
-        out = CausalLMOutputWithPast(
+            if outputs.aux_loss is not None:
+                loss = loss + outputs.aux_loss.to(loss.dtype)
+        out = HazyCausalLMOutput(
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            aux_loss=outputs.aux_loss,
             **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
-        return out if return_dict is not False else out.to_tuple()
+        return out if return_dict else out.to_tuple()

@@ -5,6 +5,8 @@ batch sizes the launches, not the GPU, set the pace. Every state update in the d
 place (linear-attention state, convolution tail, ring buffer and its write index), so one step can
 be captured into a CUDA graph and replayed with new token ids and positions. The graph is tied to
 the cache tensors it was captured with; a new cache (a new ``generate`` call) is captured anew.
+Only caches whose layers all declare ``supports_graph_replay`` are replayed (a growing key/value
+cache makes new tensors every step); the model checks that before calling the decoder.
 """
 
 from __future__ import annotations
@@ -17,16 +19,6 @@ from hazyzoo.modeling.cache import HazyCache
 
 if TYPE_CHECKING:
     from hazyzoo.modeling.decoder_lm import HazyForCausalLM
-
-
-def _state_tensors(cache: HazyCache) -> list[torch.Tensor]:
-    tensors = []
-    for layer in cache.layers:
-        for name in layer._state_names:
-            value = getattr(layer, name)
-            if value is not None:
-                tensors.append(value)
-    return tensors
 
 
 class CudaGraphDecoder:
@@ -45,7 +37,7 @@ class CudaGraphDecoder:
 
     def _signature(self, cache: HazyCache, input_ids: torch.Tensor) -> tuple:
         weights = self.model.get_output_embeddings().weight.data_ptr()
-        tensors = (t.data_ptr() for t in _state_tensors(cache))
+        tensors = (t.data_ptr() for t in cache.state_tensors())
         return (id(cache), weights, tuple(input_ids.shape), *tensors)
 
     def _step(self, cache: HazyCache) -> torch.Tensor:
@@ -55,14 +47,14 @@ class CudaGraphDecoder:
         self.graph = None
         self.static_ids = input_ids.clone()
         self.static_positions = torch.zeros_like(input_ids)
-        saved = [t.clone() for t in _state_tensors(cache)]
+        saved = [t.clone() for t in cache.state_tensors()]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
                 self._step(cache)
         torch.cuda.current_stream().wait_stream(stream)
-        for dst, src in zip(_state_tensors(cache), saved):
+        for dst, src in zip(cache.state_tensors(), saved):
             dst.copy_(src)
         del saved
         graph = torch.cuda.CUDAGraph()
@@ -75,6 +67,8 @@ class CudaGraphDecoder:
         self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: HazyCache
     ) -> torch.Tensor:
         """Logits [batch, 1, vocab] for ``input_ids`` [batch, 1]; updates ``cache`` in place."""
+        if not cache.supports_graph_replay:
+            raise ValueError("this cache has layers that CUDA-graph replay cannot serve")
         key = self._signature(cache, input_ids)
         if self.graph is None or key != self._key:
             self._capture(input_ids, cache)

@@ -1,4 +1,4 @@
-"""BASED language models (Arora et al. 2024) on the generic hazyzoo decoder stack.
+"""BASED language models (Arora et al. 2024) on the shared hazyzoo decoder stack.
 
 Each layer mixes the sequence with a gated short convolution, Taylor linear attention or
 sliding-window attention (see :class:`~hazyzoo.BasedConfig`); every block is
@@ -7,8 +7,14 @@ pre-norm RMSNorm -> mixer -> residual -> RMSNorm -> SwiGLU -> residual.
 
 from __future__ import annotations
 
+from transformers import GenerationMixin
+
 from hazyzoo.configuration.configuration_based import BasedConfig
-from hazyzoo.modeling.decoder_lm import HazyDecoderModel, HazyForCausalLM, HazyPreTrainedModel
+from hazyzoo.modeling.decoder_lm import (
+    HazyDecoderModel,
+    HazyDecoderPreTrainedModel,
+    HazyForCausalLM,
+)
 
 # Modules a LoRA adapter should target on BASED (projections of every mixer and the MLP).
 BASED_LORA_TARGET_MODULES = [
@@ -24,21 +30,18 @@ BASED_LORA_TARGET_MODULES = [
 ]
 
 
-class BasedPreTrainedModel(HazyPreTrainedModel):
-    """Base class of the BASED models: config class and weight init."""
+class BasedPreTrainedModel(HazyDecoderPreTrainedModel):
+    """Base class of the BASED models: config class, weight init and the decoder settings."""
 
     config_class = BasedConfig
 
 
-class BasedModel(HazyDecoderModel):
+class BasedModel(BasedPreTrainedModel, HazyDecoderModel):
     """The BASED decoder stack without a head: returns final hidden states and the cache."""
 
-    config_class = BasedConfig
 
-
-class BasedForCausalLM(HazyForCausalLM):
+class BasedForCausalLM(BasedPreTrainedModel, HazyForCausalLM, GenerationMixin):
     """BASED with a tied language-model head, for training and ``generate``."""
 
-    config_class = BasedConfig
     base_model_class = BasedModel
     lora_target_modules = BASED_LORA_TARGET_MODULES

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
-from hazyzoo import BasedConfig, BasedForCausalLM
+from hazyzoo import BasedConfig, BasedForCausalLM, BasedModel, BasedPreTrainedModel
+from tests.conftest import REPO_ROOT
+
+# A tiny checkpoint saved by hazyzoo 0.1.0 (before the shared-stack refactor), with its logits
+# and greedy continuation: checkpoints saved before keep loading and computing the same.
+CHECKPOINT_0_1_0 = REPO_ROOT / "tests" / "data" / "based_0.1.0_tiny"
 
 
 def _model(**overrides) -> BasedForCausalLM:
@@ -31,23 +38,6 @@ def test_residual_stream_is_float32_under_bf16_weights():
     out = model(torch.randint(1, 61, (1, 6)), output_hidden_states=True)
     assert out.hidden_states[1].dtype == torch.float32  # residual after layer 0
     assert out.logits.dtype == torch.bfloat16
-
-
-def test_wrong_cache_type_and_mask_shape_are_errors():
-    from transformers import DynamicCache
-
-    model = _model()
-    ids = torch.randint(1, 61, (2, 5))
-    with pytest.raises(TypeError, match="HazyCache"):
-        model(ids, past_key_values=DynamicCache())
-    with pytest.raises(ValueError, match="attention_mask"):
-        model(ids, attention_mask=torch.ones(2, 7))
-    with pytest.raises(ValueError, match="input_ids"):
-        model()
-    with pytest.raises(ValueError, match="inputs_embeds"):
-        model(inputs_embeds=torch.randn(2, 5, 7))
-    with pytest.raises(ValueError, match="logits_to_keep"):
-        model(ids, logits_to_keep=-1)
 
 
 def test_init_is_the_reference_scheme():
@@ -81,3 +71,25 @@ def test_training_mode_builds_no_cache_unless_asked():
     assert model(ids, labels=ids).past_key_values is None
     assert model(ids, use_cache=True).past_key_values is not None
     assert model.eval()(ids).past_key_values is not None
+
+
+def test_checkpoint_saved_by_0_1_0_loads_and_computes_the_same():
+    model = AutoModelForCausalLM.from_pretrained(CHECKPOINT_0_1_0).eval()
+    expected = load_file(str(CHECKPOINT_0_1_0 / "outputs.safetensors"))
+    ids = expected["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, expected["logits"])
+    generated = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert torch.equal(generated, expected["generated"])
+
+
+def test_classes_derive_from_based_pretrained_model_and_accept_sdpa(tmp_path):
+    assert issubclass(BasedModel, BasedPreTrainedModel)
+    assert issubclass(BasedForCausalLM, BasedPreTrainedModel)
+    from transformers import GenerationMixin
+
+    assert GenerationMixin in BasedForCausalLM.__bases__
+    _model().save_pretrained(tmp_path)
+    for implementation in ("sdpa", "eager"):
+        model = BasedForCausalLM.from_pretrained(tmp_path, attn_implementation=implementation)
+        assert model.config._attn_implementation == implementation

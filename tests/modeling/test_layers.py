@@ -1,4 +1,5 @@
-"""Mixers and cache layers on their own: exactness against naive loops, padding, the ring buffer."""
+"""Mixers and cache layers on their own: exactness against naive loops, the ring buffers, the
+growing key/value cache, the cache-layer API (the mixer contract itself is test_mixer_contract)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ import pytest
 import torch
 
 from hazyzoo.kernels.dispatch import kernel_mode, use_triton
-from hazyzoo.modeling.cache import HazyCache, SlidingWindowLayer
+from hazyzoo.modeling.cache import (
+    FullAttentionLayer,
+    HazyCache,
+    InputHistoryLayer,
+    LinearAttentionStateLayer,
+    SlidingWindowLayer,
+)
 from hazyzoo.modeling.layers import (
-    BaseConv,
+    FullAttention,
+    LayerNorm,
     RMSNorm,
     SlidingWindowAttention,
     TaylorLinearAttention,
@@ -70,29 +78,6 @@ def test_sliding_window_layer_rejects_bad_window():
         SlidingWindowAttention(16, 2, window=0)
 
 
-@pytest.mark.parametrize(
-    "mixer",
-    [
-        lambda: BaseConv(16, 24, kernel_size=3),
-        lambda: TaylorLinearAttention(16, 2, feature_dim=4),
-        lambda: SlidingWindowAttention(16, 2, window=3),
-    ],
-    ids=["base_conv", "linear_attention", "sliding_window"],
-)
-def test_left_padding_does_not_change_real_tokens(mixer):
-    torch.manual_seed(0)
-    layer = mixer().eval()
-    x = torch.randn(1, 6, 16)
-    junk = 5 * torch.randn(1, 4, 16)
-    padded = torch.cat([junk, x], dim=1)
-    mask = torch.cat([torch.zeros(1, 4), torch.ones(1, 6)], dim=1)
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad():
-        ref = layer(x, position_ids=torch.arange(6)[None])
-        out = layer(padded, attention_mask=mask, position_ids=positions)[:, 4:]
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
-
-
 def test_linear_attention_matches_naive_taylor_loop():
     torch.manual_seed(0)
     layer = TaylorLinearAttention(16, 2, feature_dim=4, eps=1e-12)
@@ -132,3 +117,78 @@ def test_kernel_dispatch_modes(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
         use_triton(cpu)
+
+
+def test_full_attention_is_the_window_of_everything():
+    torch.manual_seed(0)
+    full = FullAttention(16, 2)
+    window = SlidingWindowAttention(16, 2, window=64)
+    window.load_state_dict(full.state_dict())
+    x = torch.randn(2, 20, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(full(x), window(x), atol=1e-6, rtol=0)
+    q, k, v = (torch.randn(1, 2, 9, 8) for _ in range(3))
+    out = windowed_attention(q, k, v, torch.ones(1, 9, dtype=torch.bool), None, query_block_size=4)
+    torch.testing.assert_close(out.double(), naive_window_attention(q, k, v, 9), atol=1e-6, rtol=0)
+
+
+def test_full_attention_cache_grows_and_crops():
+    layer = FullAttentionLayer()
+    assert not layer.constant_size and not layer.supports_graph_replay
+    keys = torch.randn(2, 3, 5, 4)
+    layer.append(keys, keys + 1, torch.ones(2, 5, dtype=torch.bool))
+    layer.seen_tokens = 5
+    layer.append(keys[:, :, :1], keys[:, :, :1], torch.ones(2, 1, dtype=torch.bool))
+    layer.seen_tokens = 6
+    assert layer.keys.shape == (2, 3, 6, 4) and layer.nbytes() > 0
+    layer.crop(2)
+    assert layer.keys.shape[2] == 4 and layer.get_seq_length() == 4
+    torch.testing.assert_close(layer.values, keys[:, :, :4] + 1)
+
+
+def test_input_history_ring_buffer():
+    layer = InputHistoryLayer(capacity=4)
+    x = torch.arange(2 * 3 * 6, dtype=torch.float32).view(2, 3, 6)
+    layer.store(x[..., :2])  # shorter than the capacity: zeros first
+    torch.testing.assert_close(layer.history(), torch.cat([torch.zeros(2, 3, 2), x[..., :2]], -1))
+    for t in range(2, 6):
+        layer.append(x[..., t])
+    torch.testing.assert_close(layer.history(), x[..., 2:])
+    before = layer.inputs.data_ptr()
+    layer.append(x[..., 0])
+    assert layer.inputs.data_ptr() == before, "decode writes must be in place (graph replay)"
+    assert set(layer.state_tensors()) == {"inputs", "write_index"}
+    assert set(layer.batch_state_tensors()) == {"inputs"}
+    layer.batch_repeat_interleave(3)
+    assert layer.batch_size == 6 and layer.write_index.shape == (1,)
+    with pytest.raises(ValueError, match="capacity"):
+        InputHistoryLayer(0)
+
+
+def test_cache_layer_state_api_separates_counters():
+    window = SlidingWindowLayer(3)
+    window.store(
+        torch.randn(2, 1, 5, 4), torch.randn(2, 1, 5, 4), torch.ones(2, 5, dtype=torch.bool)
+    )
+    assert set(window.batch_state_tensors()) == {"keys", "values", "valid"}
+    assert "write_index" in window.state_tensors()
+    window.reorder_cache(torch.tensor([1, 0]))
+    assert window.write_index.shape == (1,)
+    state = LinearAttentionStateLayer()
+    assert state.state_tensors() == {} and state.batch_size == -1
+    cache = HazyCache([state, window])
+    assert cache.constant_size and cache.supports_graph_replay
+    assert not HazyCache([FullAttentionLayer()]).supports_graph_replay
+    with pytest.raises(TypeError, match="HazyCacheLayer"):
+        HazyCache([object()])
+
+
+def test_layer_norm_keeps_weight_dtype_and_matches_torch():
+    norm = LayerNorm(8)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(8))
+        norm.bias.copy_(torch.randn(8))
+    x = torch.randn(3, 8)
+    ref = torch.nn.functional.layer_norm(x, (8,), norm.weight, norm.bias, 1e-5)
+    torch.testing.assert_close(norm(x), ref)
+    assert norm.to(torch.bfloat16)(x).dtype == torch.bfloat16

@@ -1,21 +1,50 @@
-"""Sequence mixers and blocks that hazyzoo models compose (one file per mixer)."""
+"""Sequence mixers, channel mixers and blocks that hazyzoo models compose (one file per mixer).
 
+Importing this package registers every mixer below by name (see :mod:`.registry`); a new mixer
+is one file plus one import line here.
+"""
+
+from hazyzoo.modeling.layers.attention import FullAttention, RotaryAttention, windowed_attention
 from hazyzoo.modeling.layers.base_conv import BaseConv
 from hazyzoo.modeling.layers.decoder import DecoderLayer
 from hazyzoo.modeling.layers.linear_attention import TaylorLinearAttention
-from hazyzoo.modeling.layers.mlp import SwiGLUMLP
-from hazyzoo.modeling.layers.norm import RMSNorm
+from hazyzoo.modeling.layers.mlp import MLP, SwiGLUMLP
+from hazyzoo.modeling.layers.moe import MoEMLP
+from hazyzoo.modeling.layers.norm import LayerNorm, RMSNorm, build_norm
+from hazyzoo.modeling.layers.protocol import ChannelMixer, MixerKwargs, MixerOutput, SequenceMixer
+from hazyzoo.modeling.layers.registry import (
+    CHANNEL_MIXERS,
+    NO_MIXER,
+    SEQUENCE_MIXERS,
+    register_channel_mixer,
+    register_sequence_mixer,
+)
 from hazyzoo.modeling.layers.rotary import apply_rotary, rotary_cos_sin
-from hazyzoo.modeling.layers.sliding_window import SlidingWindowAttention, windowed_attention
+from hazyzoo.modeling.layers.sliding_window import SlidingWindowAttention
 
 __all__ = [
+    "CHANNEL_MIXERS",
+    "MLP",
+    "NO_MIXER",
+    "SEQUENCE_MIXERS",
     "BaseConv",
+    "ChannelMixer",
     "DecoderLayer",
+    "FullAttention",
+    "LayerNorm",
+    "MixerKwargs",
+    "MixerOutput",
+    "MoEMLP",
     "RMSNorm",
+    "RotaryAttention",
+    "SequenceMixer",
     "SlidingWindowAttention",
     "SwiGLUMLP",
     "TaylorLinearAttention",
     "apply_rotary",
+    "build_norm",
+    "register_channel_mixer",
+    "register_sequence_mixer",
     "rotary_cos_sin",
     "windowed_attention",
 ]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import PreTrainedConfig
 
+from hazyzoo.configuration.configuration_based import BasedConfig
 from hazyzoo.modeling.cache import ConvStateLayer
+from hazyzoo.modeling.layers.registry import register_sequence_mixer
 
 
+@register_sequence_mixer("base_conv", test_config=BasedConfig.tiny)
 class BaseConv(nn.Module):
     """``out_proj(silu(causal_depthwise_conv(u)) * gate)`` with ``[u, gate] = in_proj(x)``.
 
@@ -17,6 +23,9 @@ class BaseConv(nn.Module):
     multiplies the current token), the other half gates it. Padding positions (mask 0) are zeroed
     before the convolution, so left padding behaves like the convolution's own zero padding.
     The cache keeps the last ``kernel_size - 1`` convolution inputs.
+
+    Config fields read by :meth:`from_config`: ``hidden_size``, ``conv_expansion`` (channels =
+    ``conv_expansion * hidden_size``), ``conv_kernel_size``, ``conv_bias``.
     """
 
     def __init__(
@@ -38,6 +47,17 @@ class BaseConv(nn.Module):
         self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=False)
         self.out_proj = nn.Linear(channels, hidden_size, bias=bias)
 
+    @classmethod
+    def from_config(cls, config: PreTrainedConfig, layer_idx: int) -> BaseConv:
+        """Build layer ``layer_idx`` of a model with ``config``."""
+        return cls(
+            config.hidden_size,
+            config.conv_expansion * config.hidden_size,
+            config.conv_kernel_size,
+            config.conv_bias,
+            layer_idx,
+        )
+
     def make_cache_layer(self) -> ConvStateLayer:
         """A fresh cache layer for this mixer."""
         return ConvStateLayer()
@@ -45,9 +65,11 @@ class BaseConv(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
+        *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache_layer: ConvStateLayer | None = None,
+        **kwargs: Any,
     ) -> torch.Tensor:
         """Mix ``hidden_states`` [batch, seq, hidden]; ``attention_mask`` [batch, seq] (1 = token)."""
         u, gate = self.in_proj(hidden_states).chunk(2, dim=-1)
@@ -64,6 +86,8 @@ class BaseConv(nn.Module):
             cache_layer.conv_state.copy_(u[..., u.shape[-1] - tail :])
         elif cache_layer is not None:
             cache_layer.conv_state = u[..., u.shape[-1] - tail :].detach().clone()
-        y = F.conv1d(u, self.conv.weight, groups=self.channels)  # [B, C, L]
+        # Call the module (not F.conv1d on its weight): accelerate's offload hooks load the
+        # weight in the module's forward.
+        y = self.conv(u)  # [B, C, L]
         y = F.silu(y).transpose(1, 2) * gate
         return self.out_proj(y)

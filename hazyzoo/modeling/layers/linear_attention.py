@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import nn
+from transformers import PreTrainedConfig
 
-from hazyzoo.kernels.linear_attention import (
-    taylor_attention_parallel,
-    taylor_attention_state,
-    taylor_attention_step,
-    taylor_feature_map,
-)
+from hazyzoo.configuration.configuration_based import BasedConfig
+from hazyzoo.kernels.linear_attention import taylor_attention_step, taylor_linear_attention
 from hazyzoo.modeling.cache import LinearAttentionStateLayer
+from hazyzoo.modeling.layers.protocol import MixerOutput
+from hazyzoo.modeling.layers.registry import register_sequence_mixer
 
 
+@register_sequence_mixer("linear_attention", test_config=BasedConfig.tiny)
 class TaylorLinearAttention(nn.Module):
     """Causal linear attention with the 2nd-order Taylor feature map of ``exp``.
 
@@ -23,9 +26,11 @@ class TaylorLinearAttention(nn.Module):
         y_t = sum_{s<=t} phi(q_t).phi(k_s) v_s / (sum_{s<=t} phi(q_t).phi(k_s) + eps).
 
     Queries and keys have ``feature_dim`` entries per head, values ``hidden_size // num_heads``.
-    Prefill uses the parallel kernel (never materialising phi in memory on GPU); decoding keeps
-    the state ``sum phi(k)^T v`` and ``sum phi(k)`` in float32, of fixed size. Padding keys
-    (mask 0) contribute nothing.
+    Prefill and chunks continuing from a cache use the parallel op (which reads the cached state
+    as its initial state and returns the new one); single-token decoding updates the state
+    ``sum phi(k)^T v``, ``sum phi(k)`` (float32, fixed size) in place. Padding keys (mask 0)
+    contribute nothing. Config fields read by :meth:`from_config`: ``hidden_size``,
+    ``num_attention_heads``, ``feature_dim``, ``linear_attention_eps``.
     """
 
     def __init__(
@@ -52,6 +57,17 @@ class TaylorLinearAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, num_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)
 
+    @classmethod
+    def from_config(cls, config: PreTrainedConfig, layer_idx: int) -> TaylorLinearAttention:
+        """Build layer ``layer_idx`` of a model with ``config``."""
+        return cls(
+            config.hidden_size,
+            config.num_attention_heads,
+            config.feature_dim,
+            config.linear_attention_eps,
+            layer_idx,
+        )
+
     def make_cache_layer(self) -> LinearAttentionStateLayer:
         """A fresh cache layer for this mixer."""
         return LinearAttentionStateLayer()
@@ -59,10 +75,13 @@ class TaylorLinearAttention(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
+        *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache_layer: LinearAttentionStateLayer | None = None,
-    ) -> torch.Tensor:
+        output_attentions: bool = False,
+        **kwargs: Any,
+    ) -> torch.Tensor | MixerOutput:
         """Mix ``hidden_states`` [batch, seq, hidden]; ``attention_mask`` [batch, seq] (1 = token)."""
         batch, length, _ = hidden_states.shape
         q = self.q_proj(hidden_states).view(batch, length, self.num_heads, self.feature_dim)
@@ -70,29 +89,53 @@ class TaylorLinearAttention(nn.Module):
         v = self.v_proj(hidden_states).view(batch, length, self.num_heads, self.head_dim)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         mask = attention_mask
-        if mask is not None and bool(mask.all()):
-            mask = None
-
         has_past = cache_layer is not None and cache_layer.has_state
-        if has_past and length == 1 and mask is None:
+        if has_past and length == 1:
             o, z = taylor_attention_step(
-                q[:, :, 0], k[:, :, 0], v[:, :, 0], cache_layer.kv_state, cache_layer.k_state
+                q[:, :, 0],
+                k[:, :, 0],
+                v[:, :, 0],
+                cache_layer.kv_state,
+                cache_layer.k_state,
+                key_mask=None if mask is None else mask[:, 0],
             )
             o, z = o[:, :, None], z[:, :, None]
         else:
-            o, z = taylor_attention_parallel(q, k, v, key_mask=mask)
-            if has_past:
-                phi_q = taylor_feature_map(q.float())
-                o = o + phi_q @ cache_layer.kv_state
-                z = z + (phi_q @ cache_layer.k_state[..., None])[..., 0]
+            initial = (cache_layer.kv_state, cache_layer.k_state) if has_past else None
+            o, z, final = taylor_linear_attention(
+                q,
+                k,
+                v,
+                key_mask=mask,
+                initial_state=initial,
+                output_final_state=cache_layer is not None,
+            )
             if cache_layer is not None:
-                with torch.no_grad():
-                    kv_state, k_state = taylor_attention_state(k, v, key_mask=mask)
-                if has_past:
-                    cache_layer.kv_state.add_(kv_state)
-                    cache_layer.k_state.add_(k_state)
+                kv_state, k_state = (s.detach() for s in final)
+                if has_past:  # in place: a captured CUDA graph keeps reading the same buffers
+                    cache_layer.kv_state.copy_(kv_state)
+                    cache_layer.k_state.copy_(k_state)
                 else:
                     cache_layer.kv_state, cache_layer.k_state = kv_state, k_state
         y = (o / (z[..., None] + self.eps)).to(v.dtype)
-        y = y.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
-        return self.o_proj(y)
+        y = self.o_proj(y.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
+        if not output_attentions:
+            return y
+        if has_past:
+            raise ValueError(
+                "output_attentions=True needs the whole sequence in one call; it is not "
+                "available when continuing from a cache (pass use_cache=False)"
+            )
+        return MixerOutput(y, attentions=self._attention_weights(q, k, mask, z))
+
+    def _attention_weights(
+        self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, z: torch.Tensor
+    ) -> torch.Tensor:
+        """The normalised weights ``phi(q_t).phi(k_s) / (z_t + eps)`` [B, H, L, L] (causal, zero
+        on padding keys): what the output averages the values with."""
+        length = q.shape[2]
+        s = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(self.feature_dim)
+        a = (1.0 + s + 0.5 * s * s) * torch.ones(length, length, device=q.device).tril()
+        if mask is not None:
+            a = a * mask[:, None, None, :].to(a.dtype)
+        return (a / (z[..., None] + self.eps)).to(q.dtype)

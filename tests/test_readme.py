@@ -1,0 +1,40 @@
+"""The README's code that a user would copy runs as written."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from hazyzoo.modeling.layers import SEQUENCE_MIXERS
+from tests.conftest import REPO_ROOT
+from tests.modeling import test_mixer_contract as contract
+
+
+def _section_code(heading: str) -> str:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert blocks, f"no python block under '## {heading}'"
+    return blocks[0]
+
+
+@pytest.fixture
+def token_shift():
+    code = _section_code("Adding a mixer")
+    assert len(code.strip().splitlines()) <= 40
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    try:
+        yield SEQUENCE_MIXERS["token_shift"]
+    finally:
+        SEQUENCE_MIXERS.pop("token_shift", None)
+
+
+def test_adding_a_mixer_example_registers_a_mixer_that_keeps_the_contract(token_shift):
+    assert token_shift.cls.__name__ == "TokenShift"
+    contract.test_sequence_mixer_follows_the_protocol(token_shift)
+    contract.test_pieces_through_the_cache_equal_one_call(token_shift)
+    contract.test_decode_steps_update_the_state_in_place(token_shift)
+    contract.test_left_padding_is_invisible(token_shift)
+    contract.test_cache_layer_survives_batch_operations(token_shift)

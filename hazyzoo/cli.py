@@ -1,10 +1,21 @@
-"""The ``hazyzoo`` command: list, demo, convert, card."""
+"""The ``hazyzoo`` command: list, demo, convert, card.
+
+Bad input (missing or invalid paths, unreadable config or weight files, bad values) ends in one
+line ``hazyzoo <command>: error: ...`` on stderr and exit status 1; argparse usage errors exit 2.
+No command writes over its input or over a file the user wrote unless told to (``--overwrite``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+# Errors that mean "bad input" and are reported in one line (others keep their traceback).
+_INPUT_ERRORS = (ValueError, TypeError, OSError, ImportError, RuntimeError)
+# The extra that provides what a command imports lazily, for the missing-package hint.
+_EXTRAS = {"demo": "demo"}
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -17,7 +28,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from hazyzoo.demo import run_demo
 
-    run_demo(args.output_dir, seed=args.seed, quick=args.quick)
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--output-dir {out} exists and is not a directory")
+    run_demo(out, seed=args.seed, quick=args.quick)
     return 0
 
 
@@ -28,22 +42,73 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _convert_based(args: argparse.Namespace) -> int:
     from hazyzoo.conversion.based import convert_based
-    from hazyzoo.hub import write_model_card
-
-    model = convert_based(args.src, args.out)
-    write_model_card(args.out, base_model=args.base_model, overwrite=True)
-    n = sum(p.numel() for p in model.parameters())
-    print(
-        f"converted {args.src} -> {args.out} ({n:,} parameters, model_type {model.config.model_type})"
+    from hazyzoo.conversion.common import (
+        check_output_directory,
+        check_source_tokenizer,
+        check_tokenizer_fits,
+        copy_tokenizer_files,
+        load_tokenizer,
+        save_tokenizer,
     )
+    from hazyzoo.hub import released_tokenizer, write_model_card
+
+    src, out = Path(args.src), Path(args.out)
+    if not src.is_dir():
+        raise FileNotFoundError(f"SRC {src} is not a directory")
+    check_output_directory(src, out, overwrite=args.overwrite)
+    # Everything that can fail is checked before anything is written.
+    tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    model = convert_based(src, None)
+    vocab_size = model.config.vocab_size
+    if tokenizer is not None:
+        check_tokenizer_fits(tokenizer, vocab_size, args.tokenizer)
+        warning = None
+    else:
+        warning = check_source_tokenizer(src, vocab_size)
+
+    model.save_pretrained(out)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"converted {src} -> {out} ({n:,} parameters, model_type {model.config.model_type})")
+    if tokenizer is not None:
+        files = save_tokenizer(tokenizer, out)
+        print(f"tokenizer: saved the tokenizer of {args.tokenizer} ({', '.join(files)})")
+    elif copied := copy_tokenizer_files(src, out):
+        print(f"tokenizer: copied {', '.join(copied)} from {src}")
+        if warning:
+            print(f"tokenizer: warning: {warning}")
+    else:
+        released = released_tokenizer(model.config.to_dict())
+        hint = f"; the released models use the {released} tokenizer" if released else ""
+        print(f"tokenizer: none in {src} (pass --tokenizer DIR to add one){hint}")
+    if args.remote_code:
+        from hazyzoo.remote_code import write_remote_code
+
+        written = write_remote_code(out, model)
+        print(
+            f"remote code: wrote {len(written) - 1} modules and config.json auto_map "
+            "(loads with trust_remote_code=True without hazyzoo)"
+        )
+    card = write_model_card(
+        out, base_model=args.base_model, replace_handwritten=args.overwrite, overwrite=True
+    )
+    print(f"card: wrote {card}")
     return 0
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
     from hazyzoo.hub import write_model_card
 
+    if not Path(args.model_dir).is_dir():
+        raise FileNotFoundError(f"MODEL_DIR {args.model_dir} is not a directory")
     path = write_model_card(
-        args.model_dir, repo_id=args.repo_id, base_model=args.base_model, tags=args.tag or None
+        args.model_dir,
+        repo_id=args.repo_id,
+        base_model=args.base_model,
+        tags=args.tag or None,
+        license=args.license,
+        datasets=args.dataset or None,
+        language=args.language or None,
+        replace_handwritten=args.overwrite,
     )
     print(f"wrote {path}")
     return 0
@@ -71,8 +136,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a released reference checkpoint")
     p.add_argument("architecture", choices=["based"])
     p.add_argument("src", help="directory with the reference config.json and weights")
-    p.add_argument("out", help="output directory for the hazyzoo checkpoint")
+    p.add_argument("out", help="output directory for the hazyzoo checkpoint (new or empty)")
     p.add_argument("--base-model", default=None, help="Hub id of the source, for the card")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="DIR",
+        help="a tokenizer directory to save beside the weights (default: copy SRC's files)",
+    )
+    p.add_argument(
+        "--remote-code",
+        action="store_true",
+        help="also write the modeling code and auto_map (loads with trust_remote_code=True)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty OUT, replacing files"
+    )
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("card", help="write a model card README.md into a checkpoint directory")
@@ -80,18 +159,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo-id", default=None, help="Hub repo the card will live in")
     p.add_argument("--base-model", default=None, help="Hub id of the model this derives from")
     p.add_argument("--tag", action="append", help="extra tag (repeatable)")
+    p.add_argument("--license", default=None, help="license id (default: the architecture's)")
+    p.add_argument("--dataset", action="append", help="Hub id of a training data set (repeatable)")
+    p.add_argument("--language", action="append", help="language code (repeatable)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a README.md hazyzoo did not write"
+    )
     p.set_defaults(func=_cmd_card)
     return parser
 
 
+def _one_line(err: BaseException, command: str) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, ModuleNotFoundError) and command in _EXTRAS:
+        text += f" (install it with: pip install 'hazyzoo[{_EXTRAS[command]}]')"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``hazyzoo`` console script."""
+    """Entry point of the ``hazyzoo`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"hazyzoo {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except _INPUT_ERRORS as err:
+        print(f"hazyzoo {args.command}: error: {_one_line(err, args.command)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

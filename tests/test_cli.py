@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
-from hazyzoo.cli import build_parser, main
+from hazyzoo.cli import main
 from hazyzoo.zoo import ZOO, zoo_markdown
 from tests.conftest import REPO_ROOT
 
@@ -47,12 +48,6 @@ def test_readme_names_the_two_commands_and_ci_runs_make_test():
     assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
 
 
-def test_bad_arguments_exit_with_usage_error():
-    with pytest.raises(SystemExit) as err:
-        build_parser().parse_args(["convert", "mamba", "a", "b"])
-    assert err.value.code == 2
-
-
 def test_import_needs_neither_datasets_nor_evaluate():
     # Make the path finder behave as if the two packages were not installed (the GPU image).
     code = (
@@ -69,3 +64,244 @@ def test_import_needs_neither_datasets_nor_evaluate():
         "assert 'datasets' not in sys.modules and 'evaluate' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
+# --- bad input: one line on stderr, exit status 1, no traceback ----------------------------
+
+# A small reference (HazyResearch/based) config.json: BaseConv, linear and sliding layers.
+REFERENCE_CONFIG = {
+    "vocab_size": 61,
+    "n_embd": 32,
+    "n_head": 2,
+    "n_layer": 3,
+    "n_inner": 256,
+    "alt_mixer_layers": [1],
+    "alt_mixer_2_layers": [2],
+    "mixer": {
+        "_target_": "based.models.mixers.convolution.BaseConv",
+        "l_max": 64,
+        "use_bias": True,
+        "expand_proj": 4,
+        "kernel_sizes": 3,
+    },
+    "alt_mixer": {
+        "_target_": "based.models.mixers.linear_attention.LinearAttention",
+        "l_max": 64,
+        "feature_map": {
+            "_target_": "based.models.mixers.linear_attention.TaylorExp",
+            "input_dim": 4,
+        },
+        "feature_dim": 4,
+        "num_heads": 2,
+    },
+    "alt_mixer_2": {
+        "_target_": "based.models.mixers.slide_attention.SlidingAttention",
+        "window_size": 8,
+        "num_heads": 2,
+    },
+    "rms_norm": True,
+    "residual_in_fp32": True,
+    "activation_function": "swiglu",
+    "rotary_emb_fraction": 1,
+    "max_position_embeddings": 0,
+    "mlp_fc1_bias": False,
+    "mlp_fc2_bias": False,
+    "qkv_proj_bias": False,
+    "out_proj_bias": False,
+    "pad_vocab_size_multiple": 8,
+}
+
+
+def _reference_source(tmp_path, config=REFERENCE_CONFIG, weights=None):
+    src = tmp_path / "src"
+    src.mkdir()
+    text = config if isinstance(config, str) else json.dumps(config)
+    (src / "config.json").write_text(text)
+    for name, data in (weights or {}).items():
+        (src / name).write_bytes(data)
+    return src
+
+
+def _saved_checkpoint(tmp_path):
+    from hazyzoo import BasedConfig, BasedForCausalLM
+
+    BasedForCausalLM(BasedConfig.tiny()).save_pretrained(tmp_path / "ckpt")
+    return tmp_path / "ckpt"
+
+
+def _case_src_missing(tmp_path):
+    return ["convert", "based", str(tmp_path / "nope"), str(tmp_path / "out")], "nope"
+
+
+def _case_src_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    return ["convert", "based", str(tmp_path / "file"), str(tmp_path / "out")], "file"
+
+
+def _case_no_reference_config(tmp_path):
+    (tmp_path / "src").mkdir()
+    return ["convert", "based", str(tmp_path / "src"), str(tmp_path / "out")], "config.json"
+
+
+def _case_config_not_json(tmp_path):
+    src = _reference_source(tmp_path, config="{not json")
+    return ["convert", "based", str(src), str(tmp_path / "out")], "config.json"
+
+
+def _case_config_bool_n_layer(tmp_path):
+    src = _reference_source(tmp_path, config=dict(REFERENCE_CONFIG, n_layer=True))
+    return ["convert", "based", str(src), str(tmp_path / "out")], "n_layer = True"
+
+
+def _case_config_string_number(tmp_path):
+    src = _reference_source(tmp_path, config=dict(REFERENCE_CONFIG, layer_norm_epsilon="1e-5"))
+    return ["convert", "based", str(src), str(tmp_path / "out")], "layer_norm_epsilon"
+
+
+def _case_config_unsupported_value(tmp_path):
+    src = _reference_source(tmp_path, config=dict(REFERENCE_CONFIG, activation_function="gelu"))
+    return ["convert", "based", str(src), str(tmp_path / "out")], "activation_function = 'gelu'"
+
+
+def _case_no_weights(tmp_path):
+    src = _reference_source(tmp_path)
+    return ["convert", "based", str(src), str(tmp_path / "out")], "pytorch_model.bin"
+
+
+def _case_truncated_safetensors(tmp_path):
+    src = _reference_source(tmp_path, weights={"model.safetensors": b"\x10\x00\x00\x00\x00"})
+    return ["convert", "based", str(src), str(tmp_path / "out")], "model.safetensors"
+
+
+def _case_corrupt_bin(tmp_path):
+    src = _reference_source(tmp_path, weights={"pytorch_model.bin": b"PK\x03\x04broken"})
+    return ["convert", "based", str(src), str(tmp_path / "out")], "pytorch_model.bin"
+
+
+def _case_out_is_src(tmp_path):
+    src = _reference_source(tmp_path)
+    return ["convert", "based", str(src), str(src / ".")], "source directory"
+
+
+def _case_out_not_empty(tmp_path):
+    src = _reference_source(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    return ["convert", "based", str(src), str(tmp_path / "out")], "--overwrite"
+
+
+def _case_tokenizer_missing(tmp_path):
+    src = _reference_source(tmp_path)
+    out = str(tmp_path / "out")
+    return ["convert", "based", str(src), out, "--tokenizer", str(tmp_path / "tok")], "tok"
+
+
+def _case_tokenizer_not_a_tokenizer(tmp_path):
+    src = _reference_source(tmp_path)
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "tokenizer_config.json").write_text("[]")
+    out = str(tmp_path / "out")
+    return ["convert", "based", str(src), out, "--tokenizer", str(tmp_path / "tok")], "tok"
+
+
+def _case_card_dir_missing(tmp_path):
+    return ["card", str(tmp_path / "nope")], "nope"
+
+
+def _case_card_no_config(tmp_path):
+    return ["card", str(tmp_path)], "config.json"
+
+
+def _case_card_config_not_json(tmp_path):
+    (tmp_path / "config.json").write_text("{")
+    return ["card", str(tmp_path)], "config.json"
+
+
+def _case_card_unknown_model_type(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    return ["card", str(tmp_path)], "'llama'"
+
+
+def _case_card_no_weights(tmp_path):
+    ckpt = _saved_checkpoint(tmp_path)
+    (ckpt / "model.safetensors").unlink()
+    return ["card", str(ckpt)], "safetensors"
+
+
+def _case_card_corrupt_weights(tmp_path):
+    ckpt = _saved_checkpoint(tmp_path)
+    (ckpt / "model.safetensors").write_bytes(b"\x00" * 20)
+    return ["card", str(ckpt)], "model.safetensors"
+
+
+def _case_card_handwritten_readme(tmp_path):
+    ckpt = _saved_checkpoint(tmp_path)
+    (ckpt / "README.md").write_text("# My model\n\nI wrote this.\n")
+    return ["card", str(ckpt)], "README.md"
+
+
+def _case_demo_output_is_a_file(tmp_path):
+    (tmp_path / "out").write_text("x")
+    return ["demo", "--quick", "--output-dir", str(tmp_path / "out")], "--output-dir"
+
+
+BAD_INPUT = [
+    _case_src_missing,
+    _case_src_is_a_file,
+    _case_no_reference_config,
+    _case_config_not_json,
+    _case_config_bool_n_layer,
+    _case_config_string_number,
+    _case_config_unsupported_value,
+    _case_no_weights,
+    _case_truncated_safetensors,
+    _case_corrupt_bin,
+    _case_out_is_src,
+    _case_out_not_empty,
+    _case_tokenizer_missing,
+    _case_tokenizer_not_a_tokenizer,
+    _case_card_dir_missing,
+    _case_card_no_config,
+    _case_card_config_not_json,
+    _case_card_unknown_model_type,
+    _case_card_no_weights,
+    _case_card_corrupt_weights,
+    _case_card_handwritten_readme,
+    _case_demo_output_is_a_file,
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUT, ids=lambda f: f.__name__[len("_case_") :])
+def test_bad_input_is_one_line_naming_the_culprit(case, tmp_path, capsys):
+    argv, culprit = case(tmp_path)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    capsys.readouterr()  # what setting up the case printed
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.startswith(f"hazyzoo {argv[0]}: error: "), err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert culprit in err, err
+    if argv[0] == "convert":  # a failed conversion leaves no output behind
+        after = sorted(str(p) for p in tmp_path.rglob("*"))
+        assert after == before
+
+
+USAGE_ERRORS = [
+    ["convert", "mamba", "a", "b"],
+    ["convert", "based", "only-src"],
+    ["demo", "--seed", "abc"],
+    ["card"],
+    ["card", "d", "--no-such-flag"],
+    ["frobnicate"],
+    [],
+]
+
+
+@pytest.mark.parametrize("argv", USAGE_ERRORS, ids=lambda a: " ".join(a) or "nothing")
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    assert err.value.code == 2
+    assert "usage: hazyzoo" in capsys.readouterr().err

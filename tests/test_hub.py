@@ -10,7 +10,7 @@ from huggingface_hub.hf_api import RepoUrl
 
 from hazyzoo import BasedConfig, BasedForCausalLM
 from hazyzoo.cli import main as cli_main
-from hazyzoo.hub import count_checkpoint_parameters, write_model_card
+from hazyzoo.hub import count_checkpoint_parameters, is_hazyzoo_card, write_model_card
 
 EXPECTED_FILES = {"config.json", "model.safetensors", "generation_config.json", "README.md"}
 
@@ -92,7 +92,7 @@ def test_card_parses_with_model_card_load(tmp_path):
 def test_card_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         write_model_card(tmp_path)
-    assert cli_main(["card", str(tmp_path)]) == 2
+    assert cli_main(["card", str(tmp_path)]) == 1
 
 
 def test_card_template_lookup():
@@ -101,3 +101,99 @@ def test_card_template_lookup():
     assert card_template("based.md").read_text().startswith("---\n{{ card_data }}")
     with pytest.raises(FileNotFoundError, match="nope.md"):
         card_template("nope.md")
+
+
+def _meta(path) -> dict:
+    text = path.read_text()
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def test_card_metadata_a_hub_page_shows(tmp_path):
+    _model().save_pretrained(tmp_path)
+    meta = _meta(tmp_path / "README.md")
+    assert meta["license"] == "apache-2.0"  # the BASED reference code's license
+    assert meta["library_name"] == "hazyzoo" and meta["pipeline_tag"] == "text-generation"
+    assert "based" in meta["tags"]
+    assert not {"language", "datasets", "base_model"} & set(meta)  # unknown: not invented
+    assert is_hazyzoo_card(tmp_path / "README.md")
+
+
+def test_card_keeps_existing_metadata_unless_told_otherwise(tmp_path):
+    _model().save_pretrained(tmp_path)
+    args = ["--base-model", "org/base", "--tag", "mqar", "--dataset", "org/data"]
+    assert cli_main(["card", str(tmp_path), *args, "--language", "en"]) == 0
+    # A user adds fields to the hazyzoo card's metadata (and keeps the marker line).
+    text = (tmp_path / "README.md").read_text()
+    text = text.replace("library_name: hazyzoo", "library_name: hazyzoo\nco2_eq_emissions: 12")
+    (tmp_path / "README.md").write_text(text)
+    assert cli_main(["card", str(tmp_path), "--tag", "extra"]) == 0
+    meta = _meta(tmp_path / "README.md")
+    assert meta["base_model"] == "org/base" and meta["datasets"] == ["org/data"]
+    assert meta["language"] == ["en"] and meta["co2_eq_emissions"] == 12
+    assert {"mqar", "extra", "hazyzoo"} <= set(meta["tags"])
+    assert meta["license"] == "apache-2.0"
+    assert cli_main(["card", str(tmp_path), "--license", "mit", "--base-model", "o/b2"]) == 0
+    meta = _meta(tmp_path / "README.md")
+    assert meta["license"] == "mit" and meta["base_model"] == "o/b2"
+    assert "mqar" in meta["tags"] and meta["co2_eq_emissions"] == 12
+
+
+def test_handwritten_readme_is_kept_unless_overwrite(tmp_path, capsys):
+    _model().save_pretrained(tmp_path)
+    mine = "---\nlicense: mit\n---\n# My model\n\nI wrote this.\n"
+    (tmp_path / "README.md").write_text(mine)
+    assert cli_main(["card", str(tmp_path)]) == 1
+    assert "README.md was not written by hazyzoo" in capsys.readouterr().err
+    assert (tmp_path / "README.md").read_text() == mine
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_model_card(tmp_path)
+    _model().save_pretrained(tmp_path)  # save_pretrained leaves any README.md alone
+    assert (tmp_path / "README.md").read_text() == mine
+    assert cli_main(["card", str(tmp_path), "--overwrite"]) == 0
+    assert is_hazyzoo_card(tmp_path / "README.md")
+    assert _meta(tmp_path / "README.md")["license"] == "apache-2.0"  # not taken from mine
+
+
+def test_card_says_where_input_ids_come_from(tmp_path):
+    from tests.test_remote_code import tiny_tokenizer
+
+    _model().save_pretrained(tmp_path / "bare")
+    bare = (tmp_path / "bare" / "README.md").read_text()
+    assert "This repository has no tokenizer files" in bare and "AutoTokenizer" not in bare
+    _model().save_pretrained(tmp_path / "tok")
+    tiny_tokenizer().save_pretrained(tmp_path / "tok")
+    assert cli_main(["card", str(tmp_path / "tok"), "--repo-id", "me/tiny"]) == 0
+    card = (tmp_path / "tok" / "README.md").read_text()
+    assert 'tokenizer = AutoTokenizer.from_pretrained("me/tiny")' in card
+    assert "input_ids = tokenizer(" in card and "The tokenizer is included" in card
+    # A model with GPT-2's vocabulary and no tokenizer files: the released models' tokenizer.
+    torch.manual_seed(0)
+    BasedForCausalLM(BasedConfig.tiny(vocab_size=50264)).save_pretrained(tmp_path / "gpt2")
+    card = (tmp_path / "gpt2" / "README.md").read_text()
+    assert 'tokenizer = AutoTokenizer.from_pretrained("gpt2")' in card
+    assert "no tokenizer files: use the `gpt2` tokenizer" in card
+
+
+def test_card_renders_from_the_bundled_template_alone(tmp_path, monkeypatch):
+    import hazyzoo.hub as hub
+
+    monkeypatch.setattr(hub, "_CARD_DIRS", (tmp_path / "nowhere",))
+    monkeypatch.setattr(
+        hub, "_BUNDLED_CARD_TEMPLATES", {"based.md": "---\n{{ card_data }}\n---\nX"}
+    )
+    _model().save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "README.md").read_text().endswith("---\nX")
+
+
+def test_update_model_card_follows_hazyzoo_cards_and_leaves_users_alone(tmp_path):
+    from hazyzoo.hub import update_model_card
+
+    _model().save_pretrained(tmp_path)
+    (tmp_path / "README.md").unlink()
+    assert update_model_card(tmp_path) == tmp_path / "README.md"  # written when absent
+    assert update_model_card(tmp_path, base_model="org/base") == tmp_path / "README.md"
+    assert _meta(tmp_path / "README.md")["base_model"] == "org/base"
+    (tmp_path / "README.md").write_text("# mine\n")
+    assert update_model_card(tmp_path) is None
+    assert (tmp_path / "README.md").read_text() == "# mine\n"

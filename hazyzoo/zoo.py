@@ -28,9 +28,10 @@ ZOO: tuple[ZooEntry, ...] = (
         "causal LM",
         "hazyzoo_based: BasedForCausalLM",
         "available",
-        "Auto classes, generate (fixed-size recurrent cache, CUDA-graph decode), Trainer and "
-        "accelerate launch, peft LoRA, safetensors, "
-        "push_to_hub + card, Triton linear-attention kernels, converter from HazyResearch/based",
+        "Auto classes, generate (fixed-size recurrent cache, chunked prefill, CUDA-graph "
+        "decode), Trainer and accelerate launch, peft LoRA, safetensors, device_map offload, "
+        "push_to_hub + card, remote-code export, lm-eval entry point, Triton linear-attention "
+        "kernels, converter from HazyResearch/based",
     ),
     ZooEntry(
         "MQAR",

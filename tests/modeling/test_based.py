@@ -75,10 +75,16 @@ def test_training_mode_builds_no_cache_unless_asked():
 
 def test_checkpoint_saved_by_0_1_0_loads_and_computes_the_same():
     model = AutoModelForCausalLM.from_pretrained(CHECKPOINT_0_1_0).eval()
+    stored = load_file(str(CHECKPOINT_0_1_0 / "model.safetensors"))
+    state = model.state_dict()
+    assert set(stored) | {"lm_head.weight"} == set(state)
+    for key, value in stored.items():
+        assert torch.equal(state[key], value), key
     expected = load_file(str(CHECKPOINT_0_1_0 / "outputs.safetensors"))
     ids = expected["input_ids"]
     with torch.no_grad():
-        assert torch.equal(model(ids).logits, expected["logits"])
+        # Recorded with torch 2.13's CPU kernels: other builds may differ in the last bits.
+        torch.testing.assert_close(model(ids).logits, expected["logits"], atol=1e-6, rtol=0)
     generated = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
     assert torch.equal(generated, expected["generated"])
 

@@ -64,6 +64,9 @@ class HazyPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _supports_attention_backend = False
+    # Regular expressions of state-dict keys that may hold non-float tensors (integer buffers);
+    # every other stored tensor must be floating point (checked when loading).
+    _hazy_non_float_keys: tuple[str, ...] = ()
 
     def __init__(self, config: PreTrainedConfig, *args: Any, **kwargs: Any) -> None:
         check = getattr(config, "check_architecture", None)
@@ -82,16 +85,18 @@ class HazyPreTrainedModel(PreTrainedModel):
     # --- loading ---------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
-        """transformers' ``from_pretrained``, but strict: a damaged weight file is an error
-        naming it, and weights that are missing, unexpected (for this class) or of the wrong
+        """transformers' ``from_pretrained``, but strict: a damaged weight file or a weight of an
+        integer dtype is an error naming it, and weights that are missing, unexpected (for this class) or of the wrong
         shape raise ``ValueError`` naming them instead of being logged and re-initialised
         (pass ``ignore_mismatched_sizes=True`` to re-initialise mismatched ones on purpose)."""
-        from hazyzoo.validation import check_loading_info, check_safetensors_file
+        from hazyzoo.validation import check_loading_info, check_state_dtypes
 
         local = Path(str(pretrained_model_name_or_path))
         if local.is_dir():
             for weights in sorted(local.glob("*.safetensors")):
-                check_safetensors_file(weights)
+                # Reads the header only: a damaged file, or integer/bool tensors where
+                # weights are meant, is an error naming the file and the key.
+                check_state_dtypes(weights, exempt=cls._hazy_non_float_keys)
         wants_info = kwargs.pop("output_loading_info", False)
         allow_mismatch = kwargs.pop("ignore_mismatched_sizes", False)
         model, info = super().from_pretrained(

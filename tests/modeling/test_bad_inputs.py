@@ -260,6 +260,18 @@ def test_missing_unexpected_and_misshapen_weights_are_errors(saved, model_type, 
 
 
 @pytest.mark.parametrize("model_type", ALL_MODELS)
+def test_weights_of_an_integer_dtype_are_errors(saved, model_type, tmp_path):
+    ckpt = _copy(saved[model_type], tmp_path)
+    weights = ckpt / "model.safetensors"
+    state = load_file(str(weights))
+    first = sorted(state)[0]
+    state[first] = state[first].round().to(torch.int32)
+    save_file(state, str(weights), metadata={"format": "pt"})
+    with pytest.raises(TypeError, match=f"model.safetensors.*{first}|{first}.*model.safetensors"):
+        model_class(model_type).from_pretrained(ckpt)
+
+
+@pytest.mark.parametrize("model_type", ALL_MODELS)
 def test_configs_on_disk_that_do_not_fit(saved, model_type, tmp_path):
     ckpt = _copy(saved[model_type], tmp_path)
     cls = model_class(model_type)

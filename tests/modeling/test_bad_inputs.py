@@ -229,6 +229,14 @@ def _copy(src, tmp_path):
     return dst
 
 
+def _copied_weights(saved, model_type, tmp_path):
+    """A copy of the saved checkpoint: (directory, weights file, its state, its first key)."""
+    ckpt = _copy(saved[model_type], tmp_path)
+    weights = ckpt / "model.safetensors"
+    state = load_file(str(weights))
+    return ckpt, weights, state, sorted(state)[0]
+
+
 @pytest.mark.parametrize("model_type", ALL_MODELS)
 def test_truncated_weights_name_the_file(saved, model_type, tmp_path):
     ckpt = _copy(saved[model_type], tmp_path)
@@ -240,10 +248,7 @@ def test_truncated_weights_name_the_file(saved, model_type, tmp_path):
 
 @pytest.mark.parametrize("model_type", ALL_MODELS)
 def test_missing_unexpected_and_misshapen_weights_are_errors(saved, model_type, tmp_path):
-    ckpt = _copy(saved[model_type], tmp_path)
-    weights = ckpt / "model.safetensors"
-    state = load_file(str(weights))
-    first = sorted(state)[0]
+    ckpt, weights, state, first = _copied_weights(saved, model_type, tmp_path)
     cls = model_class(model_type)
     missing = {k: v for k, v in state.items() if k != first}
     save_file(missing, str(weights), metadata={"format": "pt"})
@@ -261,10 +266,7 @@ def test_missing_unexpected_and_misshapen_weights_are_errors(saved, model_type, 
 
 @pytest.mark.parametrize("model_type", ALL_MODELS)
 def test_weights_of_an_integer_dtype_are_errors(saved, model_type, tmp_path):
-    ckpt = _copy(saved[model_type], tmp_path)
-    weights = ckpt / "model.safetensors"
-    state = load_file(str(weights))
-    first = sorted(state)[0]
+    ckpt, weights, state, first = _copied_weights(saved, model_type, tmp_path)
     state[first] = state[first].round().to(torch.int32)
     save_file(state, str(weights), metadata={"format": "pt"})
     with pytest.raises(TypeError, match=f"model.safetensors.*{first}|{first}.*model.safetensors"):

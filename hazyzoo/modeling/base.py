@@ -93,7 +93,9 @@ class HazyPreTrainedModel(PreTrainedModel):
 
         local = Path(str(pretrained_model_name_or_path))
         if local.is_dir():
-            for weights in sorted(local.glob("*.safetensors")):
+            # transformers' weight files: model.safetensors, model-00001-of-00002.safetensors,
+            # model.<variant>.safetensors (other safetensors files in the folder are not read).
+            for weights in sorted(local.glob("model*.safetensors")):
                 # Reads the header only: a damaged file, or integer/bool tensors where
                 # weights are meant, is an error naming the file and the key.
                 check_state_dtypes(weights, exempt=cls._hazy_non_float_keys)

@@ -93,6 +93,8 @@ __all__ = [
     "check_safetensors_file",
     "check_state_dtypes",
     "check_token_id",
+    "is_int",
+    "is_number",
     "known_config_names",
     "reject_unknown_config_kwargs",
     "values_checkable",
@@ -126,11 +128,13 @@ def _shown(value: Any) -> str:
     return f"{_short_repr(value)} ({type(value).__name__})"
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (``True`` is not a layer index; ``2.0`` is not an int)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """An int or float that is not a bool (NaN and inf included: bounds are checked apart)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -157,7 +161,7 @@ def _int_value(
         if allow_none:
             return None
         raise TypeError(f"{label} must be {allowed}, got None")
-    if not _is_int(value):
+    if not is_int(value):
         hint = ""
         if isinstance(value, float) and value.is_integer():
             hint = f"; write {int(value)} without the decimal point"
@@ -185,7 +189,7 @@ def _float_value(
         if allow_none:
             return None
         raise TypeError(f"{label} must be {allowed}, got None")
-    if not _is_number(value):
+    if not is_number(value):
         raise TypeError(f"{label} must be {allowed}, got {_shown(value)}")
     if math.isnan(value) or math.isinf(value):
         raise ValueError(f"{label} must be {allowed}, got {value}")
@@ -271,7 +275,7 @@ def check_layer_indices(obj: Any, name: str, num_layers: int) -> list[int]:
     if not isinstance(indices, (list, tuple)):
         raise TypeError(f"{name} must be a list of layer indices, got {_shown(indices)}")
     for position, index in enumerate(indices):
-        if not _is_int(index):
+        if not is_int(index):
             raise TypeError(
                 f"{name}[{position}] must be an integer layer index in [0, {num_layers}), "
                 f"got {_shown(index)}"
@@ -303,13 +307,13 @@ def check_token_id(
         if not value:
             raise ValueError(f"{name} must be {allowed}, got an empty list")
         for position, item in enumerate(value):
-            if not _is_int(item):
+            if not is_int(item):
                 raise TypeError(f"{name}[{position}] must be a token id, got {_shown(item)}")
         bad = [i for i in value if not 0 <= i < vocab_size]
         if bad:
             raise ValueError(f"{name} must be {allowed}, got {list(value)} ({bad} out of range)")
         return list(value)
-    if not _is_int(value):
+    if not is_int(value):
         raise TypeError(f"{name} must be {allowed}, got {_shown(value)}")
     if not 0 <= value < vocab_size:
         raise ValueError(f"{name} must be {allowed}, got {value}")
@@ -967,14 +971,14 @@ def check_safetensors_file(path: str | os.PathLike) -> dict[str, Any]:
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
         if not isinstance(dtype, str):
             raise ValueError(f"{path}: tensor {key!r} has no dtype string, got {dtype!r}")
-        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(is_int(d) and d >= 0 for d in shape):
             raise ValueError(
                 f"{path}: tensor {key!r} must have a shape of non-negative ints, got {shape!r}"
             )
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
-            or not all(_is_int(o) for o in offsets)
+            or not all(is_int(o) for o in offsets)
             or not 0 <= offsets[0] <= offsets[1]
         ):
             raise ValueError(

@@ -24,7 +24,6 @@ is refused rather than converted as BASED. Pickled checkpoints are read with
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -36,6 +35,7 @@ from safetensors.torch import load_file
 from hazyzoo import BasedConfig, BasedForCausalLM
 from hazyzoo.conversion.common import REQUIRED, ConfigKey, check_output_directory
 from hazyzoo.conversion.common import check_reference_keys as _check
+from hazyzoo.validation import check_json_file, check_safetensors_file
 
 _WEIGHT_FILE = re.compile(r"(model|pytorch_model|weights)(-\d+-of-\d+)?\.safetensors")
 _KINDS = {
@@ -417,10 +417,8 @@ def load_reference_state_dict(src: str | Path) -> dict[str, torch.Tensor]:
     state: dict[str, Any] = {}
     if files:
         for f in files:
-            try:
-                state.update(load_file(str(f)))
-            except Exception as err:  # safetensors raises its own error type
-                raise ValueError(f"{f} is not a readable safetensors file: {err}") from err
+            check_safetensors_file(f)  # a damaged file is an error naming it, before reading
+            state.update(load_file(str(f)))
     elif (src / "pytorch_model.bin").is_file():
         path = src / "pytorch_model.bin"
         try:
@@ -536,13 +534,7 @@ def read_reference_config(src: str | Path) -> dict[str, Any]:
     config_path = src / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: SRC must hold the reference config.json")
-    try:
-        ref = json.loads(config_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{config_path} is not valid JSON: {err}") from err
-    if not isinstance(ref, dict):
-        raise ValueError(f"{config_path} must hold a JSON object, got {type(ref).__name__}")
-    return ref
+    return check_json_file(config_path)
 
 
 def convert_based(

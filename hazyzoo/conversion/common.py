@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hazyzoo.hub import TOKENIZER_DIRS, TOKENIZER_FILES
+from hazyzoo.validation import is_int, is_number
 
 REQUIRED = object()  # the default of a key the reference cannot do without
 
@@ -45,23 +46,15 @@ def check_output_directory(src: str | Path, out: str | Path, *, overwrite: bool 
 # --------------------------------------------------------------------------------------------
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "int": (_is_int, "an integer"),
-    "int?": (lambda v: v is None or _is_int(v), "an integer or null"),
-    "number": (_is_number, "a number"),
-    "number?": (lambda v: v is None or _is_number(v), "a number or null"),
+    "int": (is_int, "an integer"),
+    "int?": (lambda v: v is None or is_int(v), "an integer or null"),
+    "number": (is_number, "a number"),
+    "number?": (lambda v: v is None or is_number(v), "a number or null"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "int list?": (
-        lambda v: v is None or (isinstance(v, list) and all(_is_int(i) for i in v)),
+        lambda v: v is None or (isinstance(v, list) and all(is_int(i) for i in v)),
         "a list of integers or null",
     ),
     "dict": (lambda v: isinstance(v, dict), "an object"),

@@ -24,6 +24,16 @@ class HazyConfig(PreTrainedConfig):
         reject_unknown_config_kwargs(type(self), kwargs)
         super().__post_init__(**kwargs)
 
+    @classmethod
+    def own_fields(cls) -> list[str]:
+        """The fields hazyzoo's config classes declare (not transformers' base fields such as
+        the output switches), in declaration order."""
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            if isinstance(klass, type) and issubclass(klass, HazyConfig):
+                names += [n for n in vars(klass).get("__annotations__", {}) if n not in names]
+        return [n for n in names if n in getattr(cls, "__dataclass_fields__", {})]
+
     def check_architecture(self) -> None:
         """Raise ``TypeError``/``ValueError`` naming the field when the config is inconsistent
         (subclasses extend it)."""

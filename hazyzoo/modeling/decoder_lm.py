@@ -115,6 +115,13 @@ class HazyDecoderModel(HazyDecoderPreTrainedModel):
 
     def __init__(self, config: PreTrainedConfig) -> None:
         super().__init__(config)
+        for name in ("mixer_types", "channel_mixer_types"):
+            kinds = getattr(config, name)
+            if len(kinds) != config.num_hidden_layers:
+                raise ValueError(
+                    f"{name} lists {len(kinds)} layers but num_hidden_layers is "
+                    f"{config.num_hidden_layers}: give one entry per layer"
+                )
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
             DecoderLayer.from_config(config, idx) for idx in range(config.num_hidden_layers)
@@ -134,7 +141,8 @@ class HazyDecoderModel(HazyDecoderPreTrainedModel):
         """What a cache must match to continue this model: the architecture fields of its
         config (flags such as ``use_cache`` or token ids do not change any state's shape)."""
         c = self.config
-        fields = getattr(type(c), "__dataclass_fields__", None) or c.to_dict()
+        own = getattr(c, "own_fields", None)
+        fields = own() if own is not None else sorted(c.to_diff_dict())
         skip = _NON_ARCHITECTURE_FIELDS
         return (c.model_type, *((k, repr(getattr(c, k, None))) for k in fields if k not in skip))
 

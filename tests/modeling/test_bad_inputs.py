@@ -177,6 +177,13 @@ def test_bad_caches(models, model_type):
         wider = type(model)(type(model.config).tiny(hidden_size=2 * model.config.hidden_size))
         with pytest.raises(ValueError, match="another shape"):
             wider.eval()(ids[:, :1], past_key_values=cache)
+        model.config.output_hidden_states = True  # a switch, not the architecture
+        try:
+            assert (
+                model(ids[:, :1], past_key_values=model(ids).past_key_values).logits.shape[1] == 1
+            )
+        finally:
+            model.config.output_hidden_states = False
         shallow = type(model)(
             type(model.config).tiny(num_hidden_layers=model.config.num_hidden_layers + 1)
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -99,3 +100,31 @@ def test_striped_model_decodes_like_its_parallel_forward():
             out = model(ids[:, t : t + 1], past_key_values=out.past_key_values)
             steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+
+
+def test_mixer_lists_must_cover_every_layer():
+    class Short(StripedConfig):
+        @property
+        def channel_mixer_types(self) -> list[str]:
+            return ["swiglu"] * 3
+
+    with pytest.raises(
+        ValueError, match="channel_mixer_types lists 3 layers but num_hidden_layers is 4"
+    ):
+        BasedForCausalLM(Short.tiny())
+
+    class Empty(StripedConfig):
+        @property
+        def mixer_types(self) -> list[str]:
+            return ["base_conv", "none", "linear_attention", "none"]
+
+        @property
+        def channel_mixer_types(self) -> list[str]:
+            return ["swiglu", "moe", "mlp", "none"]
+
+    with pytest.raises(ValueError, match="layer 3 has neither"):
+        BasedForCausalLM(Empty.tiny())
+    with pytest.raises(ValueError, match="mixer_types\\[0\\] = 'nope'.*choose from"):
+        from hazyzoo.modeling.layers.registry import build_sequence_mixer
+
+        build_sequence_mixer(StripedConfig.tiny(), 0, "nope")

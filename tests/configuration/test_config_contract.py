@@ -11,23 +11,24 @@ import typing
 
 import pytest
 
-from hazyzoo.configuration.base import HazyConfig
 from tests.modeling.zoo_models import ALL_MODELS, model_class
 
 CONFIG_CLASSES = sorted({model_class(m).config_class for m in ALL_MODELS}, key=lambda c: c.__name__)
 
 
 def own_fields(config_class: type) -> dict[str, typing.Any]:
-    """Fields the hazyzoo class declares itself (not transformers' base fields), with types."""
-    fields = {}
-    for klass in reversed(config_class.__mro__):
-        if isinstance(klass, type) and issubclass(klass, HazyConfig) and klass is not HazyConfig:
-            namespace = vars(sys.modules[klass.__module__])
-            for name, annotation in vars(klass).get("__annotations__", {}).items():
-                if isinstance(annotation, str):
-                    annotation = eval(annotation, namespace)
-                fields[name] = annotation
-    return {n: fields[n] for n in sorted(fields) if n in config_class.__dataclass_fields__}
+    """``config_class.own_fields()`` (the fields hazyzoo declares), with their types."""
+    annotations, namespaces = {}, {}
+    for klass in config_class.__mro__:
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            annotations.setdefault(name, annotation)
+            namespaces.setdefault(name, vars(sys.modules[klass.__module__]))
+    return {
+        name: eval(annotations[name], namespaces[name])
+        if isinstance(annotations[name], str)
+        else annotations[name]
+        for name in sorted(config_class.own_fields())
+    }
 
 
 def bad_values(annotation) -> list[tuple[object, type]]:

@@ -14,6 +14,7 @@ to the LM loss, the output flags of the config, input validation, and the ``past
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,11 @@ _NON_ARCHITECTURE_FIELDS = frozenset(
         "eos_token_id",
         "vocab_size",
         "residual_in_fp32",
+        # training objective settings (JRT): no effect on any state
+        "mask_token_id",
+        "mlm_loss_weight",
+        "mlm_probability",
+        "loss_on_prefix",
     }
 )
 
@@ -87,6 +93,15 @@ def default_position_ids(
         counted = attention_mask.long().cumsum(-1) - 1
         return counted[:, -length:].clamp(min=0)
     return torch.arange(past, past + length, device=device)[None].expand(batch, -1)
+
+
+def prefix_end(attention_mask: torch.Tensor | None, length: int, prefix: int) -> int:
+    """How many leading positions hold every row's first ``prefix`` real tokens."""
+    if attention_mask is None:
+        return min(prefix, length)
+    real = attention_mask[:, -length:].bool()
+    used = (real & (real.long().cumsum(-1) <= prefix)).any(0).nonzero()
+    return int(used[-1]) + 1 if used.numel() else 0
 
 
 def _flag(value: bool | None, config: PreTrainedConfig, name: str, default: bool) -> bool:
@@ -145,6 +160,15 @@ class HazyDecoderModel(HazyDecoderPreTrainedModel):
         fields = own() if own is not None else sorted(c.to_diff_dict())
         skip = _NON_ARCHITECTURE_FIELDS
         return (c.model_type, *((k, repr(getattr(c, k, None))) for k in fields if k not in skip))
+
+    @property
+    def noncausal_prefix_length(self) -> int:
+        """How many leading real tokens some mixer reads non-causally (0 for causal models):
+        they must all arrive in the first call on a cache (JRT's prefix)."""
+        return max(
+            (getattr(layer.mixer, "noncausal_prefix_length", 0) for layer in self.layers),
+            default=0,
+        )
 
     def make_cache_layers(self) -> list:
         """Fresh, empty cache layers, one per block."""
@@ -367,6 +391,32 @@ class HazyForCausalLM(HazyDecoderPreTrainedModel, GenerationMixin):
                 "'dynamic' or 'static' (all give the same cache)"
             )
         model_kwargs[CACHE_FIELD] = self.make_cache()
+
+    def _prefill(
+        self,
+        input_ids: torch.LongTensor,
+        generation_config: Any,
+        model_kwargs: dict,
+        *args,
+        **kwargs,
+    ) -> Any:
+        """transformers' prefill; for a model with a non-causal prefix, a ``prefill_chunk_size``
+        too small to hold every row's prefix is widened to hold it (the prefix must be read
+        in one call, or the positions of the first chunk could not see the rest of it)."""
+        chunk = generation_config.prefill_chunk_size
+        prefix = self.model.noncausal_prefix_length
+        cache = model_kwargs.get(CACHE_FIELD)
+        if (
+            chunk is not None
+            and prefix
+            and isinstance(cache, HazyCache)
+            and not cache.get_seq_length()
+        ):
+            need = prefix_end(model_kwargs.get("attention_mask"), input_ids.shape[1], prefix)
+            if need > chunk:
+                generation_config = copy.copy(generation_config)
+                generation_config.prefill_chunk_size = need
+        return super()._prefill(input_ids, generation_config, model_kwargs, *args, **kwargs)
 
     def _valid_auto_compile_criteria(self, model_kwargs: dict, generation_config: Any) -> bool:
         # transformers compiles the decode step for "static" caches; the hazyzoo cache is

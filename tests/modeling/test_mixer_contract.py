@@ -2,7 +2,8 @@
 
 A mixer joins these tests by registering itself (``register_sequence_mixer`` /
 ``register_channel_mixer`` with a ``test_config``): pieces through its cache layer == one call
-over the whole sequence, left padding invisible to the real tokens, a cache layer that survives
+over the whole sequence (the first piece holding the ``noncausal_prefix_length`` leading tokens
+a prefix mixer such as JRT's reads non-causally), left padding invisible to the real tokens, a cache layer that survives
 transformers' batch operations; channel mixers act on each position alone.
 """
 
@@ -90,11 +91,20 @@ def test_sequence_mixer_follows_the_protocol(sequence_entry):
     assert build(sequence_entry, layer_idx=3).layer_idx == 3
 
 
+def first_call_covers_prefix(cuts: list[int], prefix: int) -> list[int]:
+    """``cuts`` with the first piece widened to hold a non-causal prefix of ``prefix`` tokens
+    (a mixer that reads its first tokens non-causally needs them all in the first call)."""
+    first = max(cuts[1], min(prefix, cuts[-1]))
+    return [0, first, *(c for c in cuts[2:] if c > first)]
+
+
 def test_pieces_through_the_cache_equal_one_call(sequence_entry):
     mixer = build(sequence_entry)
+    prefix = getattr(mixer, "noncausal_prefix_length", 0)
     x = _input(sequence_entry.test_config(), 2, 23)
     full = run(mixer, x, position_ids=torch.arange(23)[None].expand(2, -1))
     for cuts in ([0, 23], [0, 1, 2, 3, 23], [0, 9, 10, 17, 23], [0, *list(range(5, 24))]):
+        cuts = first_call_covers_prefix(cuts, prefix)
         stepped, cache = feed(mixer, x, cuts)
         torch.testing.assert_close(stepped, full, atol=ATOL, rtol=0, msg=str(cuts))
         assert cache.get_seq_length() == 23
@@ -125,7 +135,9 @@ def test_left_padding_is_invisible(sequence_entry):
     out = run(mixer, padded, attention_mask=mask, position_ids=positions(mask))[:, 4:]
     torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
     # ... also when the padded prompt is prefilled and the rest is decoded token by token.
-    stepped, _ = feed(mixer, padded, [0, 6, 7, 8, 9, 10, 11, 12, 13], mask=mask)
+    prefix = getattr(mixer, "noncausal_prefix_length", 0)
+    cuts = first_call_covers_prefix([0, 6, 7, 8, 9, 10, 11, 12, 13], 4 + prefix)
+    stepped, _ = feed(mixer, padded, cuts, mask=mask)
     torch.testing.assert_close(stepped[:, 4:], ref, atol=ATOL, rtol=0)
 
 

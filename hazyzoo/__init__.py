@@ -9,13 +9,21 @@ from __future__ import annotations
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from hazyzoo.collators import JrtDataCollator
 from hazyzoo.configuration.configuration_based import BASED_PRESETS, BasedConfig
+from hazyzoo.configuration.configuration_jrt import JRT_PRESETS, JrtConfig
 from hazyzoo.modeling.cache import HazyCache
 from hazyzoo.modeling.modeling_based import (
     BASED_LORA_TARGET_MODULES,
     BasedForCausalLM,
     BasedModel,
     BasedPreTrainedModel,
+)
+from hazyzoo.modeling.modeling_jrt import (
+    JRT_LORA_TARGET_MODULES,
+    JrtForCausalLM,
+    JrtModel,
+    JrtPreTrainedModel,
 )
 
 __version__ = "0.2.0"
@@ -25,7 +33,10 @@ __version__ = "0.2.0"
 # registries, the generative ones (cache, generate) over the causal LMs. A model joins by being
 # listed here; its config class has a ``tiny()`` constructor and the model class a
 # ``lora_target_modules`` list.
-CAUSAL_LM_REGISTRY: dict[str, type] = {BasedConfig.model_type: BasedForCausalLM}
+CAUSAL_LM_REGISTRY: dict[str, type] = {
+    BasedConfig.model_type: BasedForCausalLM,
+    JrtConfig.model_type: JrtForCausalLM,
+}
 ENCODER_REGISTRY: dict[str, type] = {}
 
 
@@ -33,6 +44,9 @@ def _register() -> None:
     AutoConfig.register(BasedConfig.model_type, BasedConfig, exist_ok=True)
     AutoModel.register(BasedConfig, BasedModel, exist_ok=True)
     AutoModelForCausalLM.register(BasedConfig, BasedForCausalLM, exist_ok=True)
+    AutoConfig.register(JrtConfig.model_type, JrtConfig, exist_ok=True)
+    AutoModel.register(JrtConfig, JrtModel, exist_ok=True)
+    AutoModelForCausalLM.register(JrtConfig, JrtForCausalLM, exist_ok=True)
 
 
 _register()
@@ -42,10 +56,17 @@ __all__ = [
     "BASED_PRESETS",
     "CAUSAL_LM_REGISTRY",
     "ENCODER_REGISTRY",
+    "JRT_LORA_TARGET_MODULES",
+    "JRT_PRESETS",
     "BasedConfig",
     "BasedForCausalLM",
     "BasedModel",
     "BasedPreTrainedModel",
     "HazyCache",
+    "JrtConfig",
+    "JrtDataCollator",
+    "JrtForCausalLM",
+    "JrtModel",
+    "JrtPreTrainedModel",
     "__version__",
 ]

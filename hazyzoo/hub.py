@@ -79,6 +79,14 @@ CARD_SETTINGS: dict[str, dict[str, Any]] = {
         "tokenizer": "gpt2",
         "tokenizer_vocab_size": 50257,
     },
+    "hazyzoo_jrt": {
+        "template": "jrt.md",
+        "pipeline_tag": "text-generation",
+        "tags": ["hazyzoo", "jrt", "prefix-linear-attention", "linear-attention", "recurrent"],
+        "license": "apache-2.0",
+        "tokenizer": "gpt2",
+        "tokenizer_vocab_size": 50257,
+    },
 }
 
 

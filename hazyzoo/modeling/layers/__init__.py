@@ -11,6 +11,7 @@ from hazyzoo.modeling.layers.linear_attention import TaylorLinearAttention
 from hazyzoo.modeling.layers.mlp import MLP, SwiGLUMLP
 from hazyzoo.modeling.layers.moe import MoEMLP
 from hazyzoo.modeling.layers.norm import LayerNorm, RMSNorm, build_norm
+from hazyzoo.modeling.layers.prefix_linear_attention import PrefixLinearAttention
 from hazyzoo.modeling.layers.protocol import ChannelMixer, MixerKwargs, MixerOutput, SequenceMixer
 from hazyzoo.modeling.layers.registry import (
     CHANNEL_MIXERS,
@@ -35,6 +36,7 @@ __all__ = [
     "MixerKwargs",
     "MixerOutput",
     "MoEMLP",
+    "PrefixLinearAttention",
     "RMSNorm",
     "RotaryAttention",
     "SequenceMixer",

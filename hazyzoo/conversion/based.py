@@ -42,7 +42,10 @@ _KINDS = {
     "BaseConv": "base_conv",
     "LinearAttention": "linear_attention",
     "SlidingAttention": "sliding_window_attention",
+    "PrefixLinearAttention": "prefix_linear_attention",
 }
+# The mixer kinds the BASED converter accepts (JRT's adds prefix linear attention).
+BASED_KINDS = ("base_conv", "linear_attention", "sliding_window_attention")
 # The reference's GatedMlp rounds its hidden width up to a multiple of this.
 _MLP_MULTIPLE = 256
 _GPT2_SPECIAL_TOKEN = 50256  # GPT2Config's default bos/eos id
@@ -200,6 +203,9 @@ MIXER_KEYS: dict[str, dict[str, ConfigKey]] = {
         "cross_attn": ConfigKey(_F, "bool", False, (False,), "self-attention only"),
         "return_residual": ConfigKey(_F, "bool", False, (False,), "returns the output only"),
         "checkpointing": ConfigKey(_H, "bool", why="training only"),
+        "use_mask": ConfigKey(
+            _H, "bool", why="the reference's SlidingAttention never applies a padding mask"
+        ),
         **{
             key: ConfigKey(_H, "any", why="replaced by the reference from the top-level config")
             for key in (
@@ -220,21 +226,40 @@ MIXER_KEYS: dict[str, dict[str, ConfigKey]] = {
             )
         },
     },
+    "prefix_linear_attention": {
+        "_target_": ConfigKey(_C, "str", REQUIRED),
+        "feature_dim": ConfigKey(_C, "int", 16),
+        "num_heads": ConfigKey(_C, "int", 16),
+        "num_key_value_heads": ConfigKey(_C, "int?", None, why="null or num_heads: no GQA"),
+        "enc_length": ConfigKey(_C, "int", REQUIRED),
+        "eps": ConfigKey(_C, "number", 1e-12),
+        "feature_name": ConfigKey(
+            _F, "str", "taylor_exp", ("taylor_exp",), "the Taylor feature map BASED uses"
+        ),
+        "implementation": ConfigKey(
+            _F, "str", "default", ("default",), "the parity-tested PyTorch path"
+        ),
+        "use_mask": ConfigKey(_F, "bool", True, (True,), "the reference's padding handling"),
+        "dec_length": ConfigKey(_H, "int", why="the training decoder length; unused by forward"),
+        "l_max": ConfigKey(_H, "int?", why="unused by PrefixLinearAttention"),
+    },
 }
 
 
-def _mixer_kind(mixer: dict[str, Any] | None, key: str) -> str | None:
+def _mixer_kind(
+    mixer: dict[str, Any] | None, key: str, allowed: tuple[str, ...], family: str
+) -> str | None:
     if not mixer:
         return None
     target = mixer.get("_target_")
     if not isinstance(target, str):
         raise ValueError(f"config.json {key} needs a _target_ string naming the mixer class")
-    for name, kind in _KINDS.items():
+    names = sorted(name for name, kind in _KINDS.items() if kind in allowed)
+    for name in names:
         if target.rsplit(".", 1)[-1] == name:
-            return kind
+            return _KINDS[name]
     raise ValueError(
-        f"config.json {key}._target_ = {target!r} is not a BASED mixer "
-        f"(expected one of {sorted(_KINDS)})"
+        f"config.json {key}._target_ = {target!r} is not a {family} mixer (expected one of {names})"
     )
 
 
@@ -273,10 +298,24 @@ def based_config_from_reference(ref: dict[str, Any]) -> BasedConfig:
     value the converter does not implement, or an unknown key raises ``TypeError``/``ValueError``
     naming it, rather than being converted as if it had its default.
     """
+    kwargs, _ = reference_config_kwargs(ref, REFERENCE_KEYS, BASED_KINDS, "BASED")
+    return BasedConfig(**kwargs)
+
+
+def reference_config_kwargs(
+    ref: dict[str, Any],
+    keys: dict[str, ConfigKey],
+    allowed_kinds: tuple[str, ...],
+    family: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The :class:`BasedConfig` keyword arguments of a reference ``config.json`` (BASED's
+    GPT2MixerConfig layout, which JRT shares), checked against ``keys`` and
+    :data:`MIXER_KEYS`; and the checked values (top-level keys, plus the checked
+    ``prefix_linear_attention`` mixer dict) for the family's own fields."""
     if not isinstance(ref, dict):
         raise TypeError(f"config.json must hold a JSON object, got {type(ref).__name__}")
     values = _check(
-        ref, REFERENCE_KEYS, "config.json", skip_fixed=[*_ATTENTION_KEYS, "max_position_embeddings"]
+        ref, keys, "config.json", skip_fixed=[*_ATTENTION_KEYS, "max_position_embeddings"]
     )
     n_layer, n_embd, n_head = values["n_layer"], values["n_embd"], values["n_head"]
     for name in ("vocab_size", "n_embd", "n_layer", "n_head", "pad_vocab_size_multiple", "n_inner"):
@@ -287,13 +326,13 @@ def based_config_from_reference(ref: dict[str, Any]) -> BasedConfig:
         source = "max_position_embeddings" if "max_position_embeddings" in ref else "n_positions"
         raise ValueError(
             f"config.json {source} = {positions} gives the reference learned absolute position "
-            "embeddings, which BASED does not have: allowed max_position_embeddings 0"
+            f"embeddings, which {family} does not have: allowed max_position_embeddings 0"
         )
 
     slots = ("mixer", "alt_mixer", "alt_mixer_2")
-    kinds = {key: _mixer_kind(values[key], key) for key in slots}
+    kinds = {key: _mixer_kind(values[key], key, allowed_kinds, family) for key in slots}
     if kinds["mixer"] != "base_conv":
-        raise ValueError(f"config.json mixer must be BaseConv for BASED, got {kinds['mixer']}")
+        raise ValueError(f"config.json mixer must be BaseConv for {family}, got {kinds['mixer']}")
     layer_kinds = _layer_kinds(values, kinds, n_layer)
     used = set(layer_kinds)
     mixers: dict[str, dict[str, Any]] = {}
@@ -334,6 +373,19 @@ def based_config_from_reference(ref: dict[str, Any]) -> BasedConfig:
     lin = mixers.get("linear_attention", {})
     feature_dim, num_heads = lin.get("feature_dim", 16), lin.get("num_heads", 16)
     impl = lin.get("parallel_implementation", "quadratic")
+    prefix = mixers.get("prefix_linear_attention", {})
+    if prefix:
+        feature_dim, num_heads = prefix.get("feature_dim", 16), prefix.get("num_heads", 16)
+        where = f"config.json {next(k for k in slots if kinds[k] == 'prefix_linear_attention')}"
+        if n_embd % num_heads:
+            raise ValueError(f"{where} num_heads = {num_heads} must divide n_embd = {n_embd}")
+        kv_heads = prefix.get("num_key_value_heads")
+        if kv_heads not in (None, num_heads):
+            raise ValueError(
+                f"{where} num_key_value_heads = {kv_heads} is not supported: the reference "
+                "PrefixLinearAttention never reads it and always uses num_heads key/value "
+                f"heads, so only null or num_heads ({num_heads}) describe its weights"
+            )
     if lin:
         where = f"config.json {next(k for k in slots if kinds[k] == 'linear_attention')}"
         fmap = _check(lin["feature_map"], _FEATURE_MAP_KEYS, f"{where} feature_map")
@@ -356,6 +408,8 @@ def based_config_from_reference(ref: dict[str, Any]) -> BasedConfig:
             raise ValueError(f"{where} num_heads = {num_heads} must divide n_embd = {n_embd}")
     # fla's kernels use their own epsilon; the PyTorch paths use the eps argument.
     eps = 1e-6 if impl.startswith("fla") else lin.get("eps", 1e-12)
+    if prefix:
+        eps = prefix.get("eps", 1e-12)
     window = mixers.get("sliding_window_attention", {}).get("window_size", 128)
     if window < 0:
         raise ValueError(f"config.json window_size = {window} must be >= 0")
@@ -375,7 +429,7 @@ def based_config_from_reference(ref: dict[str, Any]) -> BasedConfig:
         value = values[name]
         return value if value is not None and 0 <= value < vocab_size else None
 
-    return BasedConfig(
+    kwargs = dict(
         vocab_size=padded,
         hidden_size=n_embd,
         num_hidden_layers=n_layer,
@@ -383,7 +437,11 @@ def based_config_from_reference(ref: dict[str, Any]) -> BasedConfig:
         num_attention_heads=num_heads,
         feature_dim=feature_dim,
         linear_attention_eps=float(eps),
-        linear_attention_layers=[i for i, k in enumerate(layer_kinds) if k == "linear_attention"],
+        linear_attention_layers=[
+            i
+            for i, k in enumerate(layer_kinds)
+            if k in ("linear_attention", "prefix_linear_attention")
+        ],
         sliding_window_layers=[
             i for i, k in enumerate(layer_kinds) if k == "sliding_window_attention"
         ],
@@ -400,6 +458,7 @@ def based_config_from_reference(ref: dict[str, Any]) -> BasedConfig:
         eos_token_id=token("eos_token_id"),
         pad_token_id=token("pad_token_id"),
     )
+    return kwargs, {**values, "prefix_linear_attention": prefix}
 
 
 def load_reference_state_dict(src: str | Path) -> dict[str, torch.Tensor]:
@@ -442,7 +501,8 @@ def load_reference_state_dict(src: str | Path) -> dict[str, torch.Tensor]:
 def convert_based_state_dict(
     state: dict[str, torch.Tensor], config: BasedConfig
 ) -> dict[str, torch.Tensor]:
-    """Map reference parameter names and layouts to :class:`BasedForCausalLM` names.
+    """Map reference parameter names and layouts to :class:`BasedForCausalLM` names (and
+    JRT's, whose prefix layers add ``proj_k_enc``/``proj_v_enc``).
 
     Raises ``ValueError`` for unknown keys (nothing is dropped silently, except ``*metrics*``
     entries and rotary ``inv_freq`` buffers, which are not parameters).
@@ -511,8 +571,10 @@ def _map_mixer_key(
             return {"conv.weight": tensor}
         if name in ("in_proj.weight", "in_proj.bias", "out_proj.weight", "out_proj.bias"):
             return {name: tensor}
-    elif kind == "linear_attention":
+    elif kind in ("linear_attention", "prefix_linear_attention"):
         table = {"proj_q": "q_proj", "proj_k": "k_proj", "proj_v": "v_proj", "out_proj": "o_proj"}
+        if kind == "prefix_linear_attention":
+            table.update(proj_k_enc="k_enc_proj", proj_v_enc="v_enc_proj")
         module, _, param = name.partition(".")
         if module in table and param in ("weight", "bias"):
             return {f"{table[module]}.{param}": tensor}
@@ -551,10 +613,18 @@ def convert_based(
     if out is not None:
         check_output_directory(src, out, overwrite=overwrite)
     config = based_config_from_reference(read_reference_config(src))
+    return build_converted_model(src, out, config, BasedForCausalLM)
+
+
+def build_converted_model(
+    src: str | Path, out: str | Path | None, config: BasedConfig, model_class: type
+) -> Any:
+    """Load ``src``'s reference weights into a fresh ``model_class(config)`` (every tensor
+    checked by name and shape), in eval mode; save it to ``out`` when given."""
     state = convert_based_state_dict(load_reference_state_dict(src), config)
     if "lm_head.weight" in state:
         config.tie_word_embeddings = False
-    model = BasedForCausalLM(config)
+    model = model_class(config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     if config.tie_word_embeddings:
         expected.pop("lm_head.weight", None)

@@ -14,6 +14,13 @@
 (c) Speed of the decode step against its memory-bandwidth floor: the step must read and write
     the whole fp32 state once, ``2 * (1+F+F^2) * (Dv+1) * 4`` bytes per (batch, head), at the
     H200's 4.3e12 B/s.
+(d) ``taylor_prefix_linear_attention`` (JRT-RNN) at the JRT-1.3B mixer shape (H=16, F=16,
+    Dv=112, P=1024 prefix positions, bf16, B = min(16, tokens // L)): first its accuracy
+    against the reference at a small size (o, z and the gradients of q, k, v, k_enc, v_enc),
+    then forward and forward+backward timings next to their HBM floors (inputs read and
+    outputs written once: q, k, v, k_enc, v_enc, the fp32 o, z and prefix state; the backward
+    also reads do, dz and the inputs again and writes the five gradients), and next to
+    ``taylor_linear_attention`` alone (BASED, no prefix) and the reference.
 
 Timings are medians of ``triton.testing.do_bench`` (ms). ``--dry-run`` runs every code path on
 the CPU under the Triton interpreter with tiny shapes (fp32 and fp16: the interpreter's bf16
@@ -42,6 +49,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--heads", type=int, default=16)
     parser.add_argument("--bandwidth", type=float, default=4.3e12, help="HBM bytes/s (H200)")
+    parser.add_argument(
+        "--prefix-lengths", type=int, nargs="+", default=[2048, 4096, 8192, 16384, 32768]
+    )
+    parser.add_argument("--prefix", type=int, default=1024, help="JRT prefix positions P")
     return parser.parse_args()
 
 
@@ -288,6 +299,117 @@ def time_step(dtype: torch.dtype, batches: list[int], dv: int) -> None:
         )  # fmt: skip
 
 
+# ---------------------------------------------------------------------------------------------
+# (d) prefix linear attention (JRT-RNN)
+# ---------------------------------------------------------------------------------------------
+
+PREFIX_DV = 112  # value dim per head of the JRT-1.3B mixer
+
+
+def prefix_inputs(
+    batch: int, length: int, prefix: int, dv: int, dtype: torch.dtype, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
+    """q, k, v ``[B, H, L, .]``, k_enc, v_enc ``[B, H, P, .]`` and a key mask with left
+    padding in row 0 (keys and encoder keys)."""
+    q, k, v = inputs(batch, ARGS.heads, length, dv, dtype, seed)
+    k_enc, _, v_enc = inputs(batch, ARGS.heads, prefix, dv, dtype, seed + 1)
+    key_mask = torch.ones(batch, length, dtype=torch.bool, device=DEVICE)
+    key_mask[0, : length // 8] = False
+    enc_mask = torch.ones(batch, prefix, dtype=torch.bool, device=DEVICE)
+    enc_mask[0, : prefix // 8] = False
+    return q, k, v, k_enc, v_enc, key_mask, enc_mask
+
+
+def prefix_fwd_bwd(fn: Callable, tensors: tuple, grads: tuple) -> tuple[torch.Tensor, ...]:
+    """o, z and the gradients of q, k, v, k_enc, v_enc for upstream ``grads``."""
+    leaves = [t.clone().requires_grad_() for t in tensors[:5]]
+    o, z, _ = fn(*leaves, *tensors[5:])
+    return (o.detach(), z.detach(), *torch.autograd.grad((o, z), leaves, grads))
+
+
+def check_prefix(dtypes: list[torch.dtype], length: int, prefix: int, batch: int) -> None:
+    print(f"== (d) taylor_prefix_linear_attention accuracy, L={length}, P={prefix}, B={batch}")
+    columns = "o z dq dk dv dk_enc dv_enc".split()
+    print(f"{'dtype':>8} " + " ".join(f"{n:>9}" for n in columns))
+    for dtype in dtypes:
+        tensors = prefix_inputs(batch, length, prefix, PREFIX_DV, dtype)
+        gen = torch.Generator(device=DEVICE).manual_seed(2)
+        shape = (batch, ARGS.heads, length)
+        grads = (
+            torch.randn(*shape, PREFIX_DV, generator=gen, device=DEVICE),
+            torch.randn(*shape, generator=gen, device=DEVICE),
+        )
+        got = prefix_fwd_bwd(parallel.taylor_prefix_linear_attention_triton, tensors, grads)
+        want = prefix_fwd_bwd(reference.taylor_prefix_linear_attention_reference, tensors, grads)
+        errs = [rel_err(a, b) for a, b in zip(got, want, strict=True)]
+        name = str(dtype).removeprefix("torch.")
+        print(f"{name:>8} " + " ".join(f"{e:9.2e}" for e in errs))
+        SUMMARY.append(("prefix", name, f"L={length} P={prefix}", str(PREFIX_DV),
+                        f"max err {max(errs):.1e}"))  # fmt: skip
+
+
+def prefix_floor_ms(batch: int, length: int, prefix: int, dv: int, itemsize: int) -> tuple:
+    """HBM floors (ms) of the forward and of forward+backward (see the module docstring)."""
+    heads, d_phi = ARGS.heads, taylor_feature_dim(FEAT)
+    ins = (length * (2 * FEAT + dv) + prefix * (FEAT + dv)) * itemsize
+    outs = length * (dv + 1) * 4
+    state_bytes = 2 * d_phi * (dv + 1) * 4  # written once, read once
+    fwd = batch * heads * (ins + outs + state_bytes)
+    fwd_bwd = fwd + batch * heads * (outs + 2 * ins + 2 * state_bytes)
+    return fwd / ARGS.bandwidth * 1e3, fwd_bwd / ARGS.bandwidth * 1e3
+
+
+def time_prefix_shape(
+    dtype: torch.dtype, length: int, batch: int, prefix: int, dv: int
+) -> list[float]:
+    """Median ms of [prefix fwd, prefix fwd+bwd, BASED (no prefix) fwd+bwd, reference f+b]."""
+    tensors = prefix_inputs(batch, length, prefix, dv, dtype)
+    q, k, v, k_enc, v_enc, key_mask, enc_mask = tensors
+    shape = (batch, ARGS.heads, length)
+    grads = (torch.randn(*shape, dv, device=DEVICE), torch.randn(*shape, device=DEVICE))
+    leaves = [t.clone().requires_grad_() for t in tensors[:5]]
+    triton_fn = parallel.taylor_prefix_linear_attention_triton
+
+    def fwd() -> object:
+        with torch.no_grad():
+            return triton_fn(q, k, v, k_enc, v_enc, key_mask, enc_mask)
+
+    def fwd_bwd(fn: Callable = triton_fn) -> object:
+        o, z, _ = fn(*leaves, key_mask, enc_mask)
+        return torch.autograd.grad((o, z), leaves, grads)
+
+    def based_fwd_bwd() -> object:
+        o, z, _ = parallel.taylor_linear_attention_triton(*leaves[:3], key_mask)
+        return torch.autograd.grad((o, z), leaves[:3], grads)
+
+    row = [bench(fwd), bench(fwd_bwd), bench(based_fwd_bwd)]
+    if reference_fits(batch, ARGS.heads, length + prefix):
+        row.append(bench(lambda: fwd_bwd(reference.taylor_prefix_linear_attention_reference)))
+    else:
+        row.append(math.nan)
+    return row
+
+
+def time_prefix(dtype: torch.dtype, lengths: list[int], prefix: int, dv: int) -> None:
+    print(f"== (d) taylor_prefix_linear_attention timing, {dtype}, H={ARGS.heads}, F={FEAT}, "
+          f"Dv={dv}, P={prefix}, median ms")  # fmt: skip
+    print(f"{'L':>6} {'B':>3} {'fwd':>8} {'floor':>7} {'%':>5} {'fwd+bwd':>8} {'floor':>7} "
+          f"{'%':>5} {'based f+b':>9} {'ref f+b':>8}")  # fmt: skip
+    name = str(dtype).removeprefix("torch.")
+    for length in lengths:
+        batch = max(1, min(16, ARGS.tokens // length))
+        fwd_ms, fb_ms, based_ms, ref_ms = time_prefix_shape(dtype, length, batch, prefix, dv)
+        floor_f, floor_fb = prefix_floor_ms(batch, length, prefix, dv, dtype.itemsize)
+        print(f"{length:>6} {batch:>3} {fwd_ms:8.3f} {floor_f:7.3f} {100 * floor_f / fwd_ms:4.0f}% "
+              f"{fb_ms:8.3f} {floor_fb:7.3f} {100 * floor_fb / fb_ms:4.0f}% {based_ms:9.3f} "
+              f"{ref_ms:8.3f}")  # fmt: skip
+        SUMMARY.append(
+            ("prefix", name, f"L={length} B={batch}", str(dv),
+             f"fwd {fwd_ms:.2f} / f+b {fb_ms:.2f} ms (floors {floor_f:.2f} / {floor_fb:.2f}); "
+             f"based f+b {based_ms:.2f} ms; ref f+b {ref_ms:.2f} ms")
+        )  # fmt: skip
+
+
 def main() -> None:
     if not ARGS.dry_run and not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU (or --dry-run for a CPU smoke run)")
@@ -296,12 +418,17 @@ def main() -> None:
         check([torch.float32, torch.float16], [32, 48], [24], batch=1)
         time_parallel(torch.float32, [32], [24])
         time_step(torch.float32, [1, 2], 24)
+        check_prefix([torch.float32, torch.float16], 32, 8, batch=1)
+        time_prefix(torch.float32, [32], 8, 24)
     else:
         print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
         if not ARGS.skip_checks:
             check([torch.float32, torch.bfloat16], ARGS.lengths, [64, 112], ARGS.check_batch)
         time_parallel(torch.bfloat16, ARGS.lengths, [64, 112])
         time_step(torch.bfloat16, [1, 16, 64, 256], 112)
+        if not ARGS.skip_checks:
+            check_prefix([torch.float32, torch.bfloat16], 2048, ARGS.prefix, ARGS.check_batch)
+        time_prefix(torch.bfloat16, ARGS.prefix_lengths, ARGS.prefix, PREFIX_DV)
     print("\n== summary")
     print(f"| {'what':<8} | {'dtype':<8} | {'shape':<14} | {'Dv':>3} | result")
     print(f"|{'-' * 10}|{'-' * 10}|{'-' * 16}|{'-' * 5}|{'-' * 60}")

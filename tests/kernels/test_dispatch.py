@@ -34,6 +34,7 @@ def test_every_op_is_registered():
         "taylor_attention_state",
         "taylor_attention_step",
         "taylor_linear_attention",
+        "taylor_prefix_linear_attention",
     }
     for name in registered_ops():
         op = get_op(name)

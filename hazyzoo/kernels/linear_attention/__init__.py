@@ -22,14 +22,18 @@ the spec, a Triton implementation, and this entry point that validates and dispa
 * :func:`taylor_linear_attention` -- training / prefill with a state in and out (like
   flash-linear-attention's ``chunk_*`` ops): ``o``, ``z`` and optionally the final state.
 * :func:`taylor_attention_parallel` -- the same without a state: ``(o, z)``.
+* :func:`taylor_prefix_linear_attention` -- JRT-RNN's prefix linear attention: the same,
+  where every query also reads the (non-causal) state of separate encoder keys / values over a
+  prefix.
 * :func:`taylor_attention_state` -- the recurrent state after a prefill.
 * :func:`taylor_attention_step` -- one decode token: updates the state in place, then reads it.
 * :func:`taylor_feature_map` -- the explicit feature map (reference only; small uses).
 
 Layout: :mod:`.reference` (the spec; chunked, so memory is linear in the sequence length),
 :mod:`.parallel` (tiled forward / backward kernels), :mod:`.state` (the prefill-state
-reduction), :mod:`.recurrent` (the decode step), :mod:`.common` (what those three share). The
-Triton modules are imported only when triton imports.
+reduction, differentiable), :mod:`.readout` (``phi(q) @ state`` and its backward),
+:mod:`.recurrent` (the decode step), :mod:`.common` (what those share). The Triton modules are
+imported only when triton imports.
 
 Key-mask semantics (everywhere): ``key_mask[b, s]`` nonzero / True keeps key ``s`` of batch
 row ``b``; zero / False drops it from every query's sum and from the state (left or right
@@ -40,8 +44,10 @@ Precision: all accumulation is float32. For float32 inputs every matmul runs in 
 (no TF32). For float16 / bfloat16 inputs the Triton matmuls use tensor cores in the input dtype:
 the attention weights ``A`` (in the backward also ``dS`` and the float32 upstream gradient
 ``do``; in the state kernel ``phi(k)``) are rounded to the input dtype before their matmul, like
-flash attention does with ``P``; ``z`` sums ``A`` in float32 before rounding. With float16
-inputs ``A`` must stay below 65504, i.e. ``|q . k| / sqrt(F)`` below ~360.
+flash attention does with ``P``; ``z`` sums ``A`` in float32 before rounding. The readout of a
+float32 state (an initial or prefix state, and the state's backward) never rounds the state:
+its dots run on float32 operands, in TF32 for half inputs. With float16 inputs ``A`` must stay
+below 65504, i.e. ``|q . k| / sqrt(F)`` below ~360.
 
 The Triton kernels need ``TRITON_INTERPRET=1`` set *before this package is imported* to run on
 CPU tensors (that is how the tests run them); on CUDA tensors they are compiled.
@@ -67,6 +73,7 @@ from hazyzoo.kernels.linear_attention.reference import (
     taylor_feature_dim,
     taylor_feature_map_reference,
     taylor_linear_attention_reference,
+    taylor_prefix_linear_attention_reference,
 )
 
 __all__ = [
@@ -76,6 +83,7 @@ __all__ = [
     "taylor_feature_dim",
     "taylor_feature_map",
     "taylor_linear_attention",
+    "taylor_prefix_linear_attention",
 ]
 
 if triton_available():
@@ -83,12 +91,14 @@ if triton_available():
     from hazyzoo.kernels.linear_attention.parallel import (
         taylor_attention_parallel_triton,
         taylor_linear_attention_triton,
+        taylor_prefix_linear_attention_triton,
     )
     from hazyzoo.kernels.linear_attention.recurrent import taylor_attention_step_triton
     from hazyzoo.kernels.linear_attention.state import taylor_attention_state_triton
 else:
     _INTERPRETED = False
     taylor_attention_parallel_triton = taylor_linear_attention_triton = None
+    taylor_prefix_linear_attention_triton = None
     taylor_attention_state_triton = taylor_attention_step_triton = None
 
 State = tuple[Tensor, Tensor]
@@ -154,6 +164,49 @@ def _check_state(
     check_shape(names[0], kv_state, (batch, heads, d_phi, v.shape[-1]), "[B, H, 1+F+F^2, Dv]")
     check_shape(names[1], k_state, (batch, heads, d_phi), "[B, H, 1+F+F^2]")
     check_same_device(k=k, **{names[0]: kv_state, names[1]: k_state})
+
+
+def _check_prefix(k_enc: object, v_enc: object, enc_mask: object, q: Tensor, v: Tensor) -> None:
+    """``k_enc [B, H, P, F]`` and ``v_enc [B, H, P, Dv]`` (B, H, F, Dv, dtype and device of
+    ``q [B, H, L, F]`` / ``v [B, H, L, Dv]``; any P >= 0) and ``enc_mask`` None or ``[B, P]``."""
+    check_float("k_enc", k_enc)
+    check_rank("k_enc", k_enc, 4, "[B, H, P, F]")
+    check_float("v_enc", v_enc)
+    check_rank("v_enc", v_enc, 4, "[B, H, P, Dv]")
+    batch, heads, _, feat = q.shape
+    if (k_enc.shape[0], k_enc.shape[1], k_enc.shape[3]) != (batch, heads, feat):
+        raise ValueError(
+            f"k_enc must be [B, H, P, F] with B, H, F = {(batch, heads, feat)} as in q, got "
+            f"shape {tuple(k_enc.shape)}"
+        )
+    expected = (*k_enc.shape[:3], v.shape[-1])
+    if tuple(v_enc.shape) != expected:
+        raise ValueError(
+            f"v_enc must be [B, H, P, Dv] = {expected} (P of k_enc, Dv of v), got shape "
+            f"{tuple(v_enc.shape)}"
+        )
+    for name, t in (("k_enc", k_enc), ("v_enc", v_enc)):
+        if t.dtype != q.dtype:
+            raise ValueError(f"{name} has dtype {t.dtype} but q has {q.dtype}")
+    tensors = {"q": q, "k_enc": k_enc, "v_enc": v_enc}
+    if enc_mask is not None:
+        if not isinstance(enc_mask, Tensor):
+            raise TypeError(f"enc_mask must be a torch.Tensor or None, got {type(enc_mask)}")
+        expected = (batch, k_enc.shape[2])
+        if tuple(enc_mask.shape) != expected or enc_mask.is_complex():
+            raise ValueError(
+                f"enc_mask must be [B, P] = {expected} of bool or 0/1, got shape "
+                f"{tuple(enc_mask.shape)} and dtype {enc_mask.dtype}"
+            )
+        tensors["enc_mask"] = enc_mask
+    check_same_device(**tensors)
+
+
+def _check_output_final_state(output_final_state: object) -> None:
+    if not isinstance(output_final_state, bool):
+        raise TypeError(
+            f"output_final_state must be a bool, got {type(output_final_state).__name__}"
+        )
 
 
 def _check_initial_state(initial_state: object, k: Tensor, v: Tensor) -> None:
@@ -223,10 +276,7 @@ def taylor_linear_attention(
     """
     _check_qkv(q, k, v, key_mask, seq=True)
     _check_initial_state(initial_state, k, v)
-    if not isinstance(output_final_state, bool):
-        raise TypeError(
-            f"output_final_state must be a bool, got {type(output_final_state).__name__}"
-        )
+    _check_output_final_state(output_final_state)
     state = () if initial_state is None else tuple(initial_state)
     return call_op(
         "taylor_linear_attention",
@@ -235,6 +285,67 @@ def taylor_linear_attention(
         k,
         v,
         key_mask,
+        None if initial_state is None else state,
+        output_final_state,
+    )
+
+
+def taylor_prefix_linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_enc: Tensor,
+    v_enc: Tensor,
+    key_mask: Tensor | None = None,
+    enc_mask: Tensor | None = None,
+    initial_state: State | None = None,
+    output_final_state: bool = False,
+) -> tuple[Tensor, Tensor, State | None]:
+    """Prefix linear attention (JRT-RNN, "Just read twice"): causal Taylor attention whose
+    queries also read a non-causal prefix state.
+
+    Per head, with ``e`` the encoder mask and ``m`` the key mask::
+
+        (S_enc, z_enc) = (sum_{s<P} e_s phi(k_enc_s)^T v_enc_s, sum_{s<P} e_s phi(k_enc_s))
+        o_t = phi(q_t) @ (S_0 + S_enc) + sum_{s<=t} m_s (phi(q_t) . phi(k_s)) v_s
+        z_t = phi(q_t) . (z_0 + z_enc) + sum_{s<=t} m_s  phi(q_t) . phi(k_s)
+
+    so ``y_t = o_t / (z_t + eps)`` is JRT-RNN's mixer output (the caller divides).
+
+    Args:
+        q, k: ``[B, H, L, F]``; v: ``[B, H, L, Dv]``, float16 / bfloat16 / float32, one dtype.
+        k_enc: ``[B, H, P, F]`` and v_enc: ``[B, H, P, Dv]``: the encoder keys / values of the
+            first P prefix positions (any P >= 0), same dtype and device as q.
+        key_mask: ``None`` or ``[B, L]`` (bool or 0/1): nonzero keeps causal key ``s``.
+        enc_mask: ``None`` or ``[B, P]`` (bool or 0/1): nonzero keeps encoder key ``s``.
+        initial_state: ``None`` or ``(kv_state [B, H, 1+F+F^2, Dv], k_state [B, H, 1+F+F^2])``
+            float32, as in :func:`taylor_linear_attention` (e.g. a cache). Never modified.
+        output_final_state: also return the state after this call.
+
+    Returns:
+        ``(o, z, final_state)``: ``o [B, H, L, Dv]`` and ``z [B, H, L]``, float32 and
+        unnormalised; ``final_state`` is ``None`` unless ``output_final_state``, else new
+        tensors ``initial_state + (S_enc, z_enc) + the state of the kept causal keys``.
+
+    Gradients: both paths are differentiable w.r.t. q, k, v, k_enc, v_enc and the initial
+    state through o and z; the reference also through the final state, while the Triton
+    path's final state is computed under ``no_grad`` and carries no gradient.
+    """
+    _check_qkv(q, k, v, key_mask, seq=True)
+    _check_prefix(k_enc, v_enc, enc_mask, q, v)
+    _check_initial_state(initial_state, k, v)
+    _check_output_final_state(output_final_state)
+    state = () if initial_state is None else tuple(initial_state)
+    return call_op(
+        "taylor_prefix_linear_attention",
+        (q, k, v, k_enc, v_enc, key_mask, enc_mask, *state),
+        q,
+        k,
+        v,
+        k_enc,
+        v_enc,
+        key_mask,
+        enc_mask,
         None if initial_state is None else state,
         output_final_state,
     )
@@ -269,8 +380,9 @@ def taylor_attention_state(k: Tensor, v: Tensor, key_mask: Tensor | None = None)
 
     Returns:
         ``kv_state [B, H, 1+F+F^2, Dv] = sum_s m_s phi(k_s)^T v_s`` and
-        ``k_state [B, H, 1+F+F^2] = sum_s m_s phi(k_s)``, float32. The Triton path has no
-        backward (use it under ``torch.no_grad``); the reference path is differentiable.
+        ``k_state [B, H, 1+F+F^2] = sum_s m_s phi(k_s)``, float32. Both paths are
+        differentiable w.r.t. k and v (masked keys get zero gradient); the Triton backward
+        runs the readout kernels, so ``phi(k)`` is never stored.
     """
     _check_qkv(None, k, v, key_mask, seq=True)
     return call_op("taylor_attention_state", (k, v, key_mask), k, v, key_mask)
@@ -344,6 +456,15 @@ def _example_linear_attention() -> ExampleInputs:
     return _example_sequence(), {"initial_state": _example_state(), "output_final_state": True}
 
 
+def _example_prefix() -> ExampleInputs:
+    """The example sequence with a 3-position prefix (encoder key 1 dropped) and a state."""
+    k_enc, v_enc = _example_tensors(2, (1, 2, 3, 4), (1, 2, 3, 3))
+    q, k, v, key_mask = _example_sequence()
+    enc_mask = torch.tensor([[True, False, True]])
+    kwargs = {"initial_state": _example_state(), "output_final_state": True}
+    return (q, k, v, k_enc, v_enc, key_mask, enc_mask), kwargs
+
+
 def _example_parallel() -> ExampleInputs:
     return _example_sequence(), {}
 
@@ -365,6 +486,13 @@ register_op(
     reference=taylor_linear_attention_reference,
     triton=taylor_linear_attention_triton,
     example_inputs=_example_linear_attention,
+)
+register_op(
+    "taylor_prefix_linear_attention",
+    entry=taylor_prefix_linear_attention,
+    reference=taylor_prefix_linear_attention_reference,
+    triton=taylor_prefix_linear_attention_triton,
+    example_inputs=_example_prefix,
 )
 register_op(
     "taylor_attention_parallel",

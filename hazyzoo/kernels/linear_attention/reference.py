@@ -79,6 +79,22 @@ def taylor_attention_state_reference(
     return phi.transpose(-1, -2) @ v.to(acc), phi.sum(-2)
 
 
+def chunked_state_reference(
+    k: Tensor, v: Tensor, key_mask: Tensor | None = None, chunk_size: int = REFERENCE_CHUNK_SIZE
+) -> tuple[Tensor, Tensor]:
+    """:func:`taylor_attention_state_reference` ``chunk_size`` keys at a time and summed, so
+    that ``phi(k)`` is never built for the whole sequence (the zero state when L = 0)."""
+    kv_state = k_state = None
+    for s0 in range(0, max(k.shape[-2], 1), chunk_size):  # one (empty) chunk when L = 0
+        m_c = None if key_mask is None else key_mask[:, s0 : s0 + chunk_size]
+        k_c, v_c = k[:, :, s0 : s0 + chunk_size], v[:, :, s0 : s0 + chunk_size]
+        kv_c, ks_c = taylor_attention_state_reference(k_c, v_c, m_c)
+        no_state = kv_state is None
+        kv_state = kv_c if no_state else kv_state + kv_c
+        k_state = ks_c if no_state else k_state + ks_c
+    return kv_state, k_state
+
+
 def state_readout_reference(
     q: Tensor, kv_state: Tensor, k_state: Tensor, chunk_size: int = REFERENCE_CHUNK_SIZE
 ) -> tuple[Tensor, Tensor]:
@@ -172,3 +188,29 @@ def taylor_attention_step_reference(
     o = torch.einsum("bhd,bhdv->bhv", phi_q, kv_state)
     z = (phi_q * k_state).sum(-1)
     return o, z
+
+
+def taylor_prefix_linear_attention_reference(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_enc: Tensor,
+    v_enc: Tensor,
+    key_mask: Tensor | None = None,
+    enc_mask: Tensor | None = None,
+    initial_state: tuple[Tensor, Tensor] | None = None,
+    output_final_state: bool = False,
+    chunk_size: int = REFERENCE_CHUNK_SIZE,
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    """Prefix linear attention (JRT-RNN): the (chunked) state of the encoder keys
+    ``(sum_s e_s phi(k_enc_s)^T v_enc_s, sum_s e_s phi(k_enc_s))`` plus the initial state,
+    then :func:`taylor_linear_attention_reference` from that state. Every query thus reads the
+    whole prefix; the final state also holds it. Differentiable w.r.t. every tensor input."""
+    kv_enc, ks_enc = chunked_state_reference(k_enc, v_enc, enc_mask, chunk_size)
+    if initial_state is not None:
+        acc = torch.promote_types(kv_enc.dtype, initial_state[0].dtype)
+        kv_enc = initial_state[0].to(acc) + kv_enc.to(acc)
+        ks_enc = initial_state[1].to(acc) + ks_enc.to(acc)
+    return taylor_linear_attention_reference(
+        q, k, v, key_mask, (kv_enc, ks_enc), output_final_state, chunk_size
+    )

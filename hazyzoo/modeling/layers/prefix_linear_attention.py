@@ -11,7 +11,7 @@ from torch import nn
 from transformers import PreTrainedConfig
 
 from hazyzoo.configuration.configuration_jrt import JrtConfig
-from hazyzoo.kernels.linear_attention import taylor_attention_state, taylor_linear_attention
+from hazyzoo.kernels.linear_attention import taylor_prefix_linear_attention
 from hazyzoo.modeling.cache import LinearAttentionStateLayer
 from hazyzoo.modeling.layers.linear_attention import TaylorLinearAttention
 from hazyzoo.modeling.layers.protocol import MixerOutput
@@ -150,13 +150,14 @@ class PrefixLinearAttention(TaylorLinearAttention):
             x_enc = hidden_states[:, :cut]
             k_enc = self._heads(self.k_enc_proj(x_enc), self.feature_dim)
             v_enc = self._heads(self.v_enc_proj(x_enc), self.head_dim)
-        prefix_state = taylor_attention_state(k_enc, v_enc, enc_mask)
-        o, z, final = taylor_linear_attention(
+        o, z, final = taylor_prefix_linear_attention(
             q,
             k,
             v,
+            k_enc,
+            v_enc,
             key_mask=key_mask,
-            initial_state=prefix_state,
+            enc_mask=enc_mask,
             output_final_state=cache_layer is not None,
         )
         if cache_layer is not None:

@@ -305,3 +305,139 @@ def test_usage_errors_exit_2(argv, capsys):
         main(argv)
     assert err.value.code == 2
     assert "usage: hazyzoo" in capsys.readouterr().err
+
+
+# --- hazyzoo eval recall ------------------------------------------------------------------
+
+RECALL_FIXTURES = REPO_ROOT / "tests" / "data" / "recall"
+
+
+@pytest.fixture(scope="module")
+def recall_checkpoint(tmp_path_factory):
+    from tests.evaluation import tiny
+
+    return tiny.save_checkpoint(tmp_path_factory.mktemp("recall-model"))
+
+
+def test_eval_recall_synthetic_end_to_end(recall_checkpoint, tmp_path, capsys):
+    out = tmp_path / "results" / "recall.json"
+    argv = ["eval", "recall", "--model", str(recall_checkpoint), "--limit", "3"]
+    argv += ["--max-new-tokens", "3", "--batch-size", "2", "--output", str(out), "--seed", "5"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["prompt", "accuracy", "n"]
+    assert [line.split()[0] for line in lines[2:4]] == ["plain", "jrt"]
+    assert all(line.split()[-1] == "3" for line in lines[2:4])
+    payload = json.loads(out.read_text())
+    assert payload["settings"]["task"] == "synthetic" and payload["settings"]["seed"] == 5
+    for form in ("plain", "jrt"):
+        result = payload["results"][form]
+        assert result["count"] == 3 and len(result["records"]) == 3
+        assert result["accuracy"] == sum(r["correct"] for r in result["records"]) / 3
+    from hazyzoo.evaluation import synthetic_examples
+
+    assert [r["prompt"] for r in payload["results"]["jrt"]["records"]] == [
+        e.jrt_prompt for e in synthetic_examples(3, 8, seed=5)
+    ]
+    # The same file again needs --overwrite.
+    assert main(argv) == 1
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_eval_recall_on_a_local_hub_schema_file(recall_checkpoint, capsys):
+    argv = ["eval", "recall", "--model", str(recall_checkpoint), "--task", "fda"]
+    argv += [
+        "--data",
+        str(RECALL_FIXTURES / "fda.json"),
+        "--prompt",
+        "jrt",
+        "--max-new-tokens",
+        "2",
+    ]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[2].split()[0] == "jrt" and lines[2].split()[-1] == "3"
+
+
+def _eval_case_model_missing(tmp_path, ckpt):
+    return ["eval", "recall", "--model", str(tmp_path / "nope")], "--model"
+
+
+def _eval_case_data_missing(tmp_path, ckpt):
+    argv = ["eval", "recall", "--model", str(ckpt), "--task", "swde"]
+    return [*argv, "--data", str(tmp_path / "missing.jsonl")], "missing.jsonl"
+
+
+def _eval_case_data_for_synthetic(tmp_path, ckpt):
+    argv = ["eval", "recall", "--model", str(ckpt), "--data"]
+    return [*argv, str(RECALL_FIXTURES / "swde.jsonl")], "--data"
+
+
+def _eval_case_missing_columns(tmp_path, ckpt):
+    argv = ["eval", "recall", "--model", str(ckpt), "--task", "squad", "--data"]
+    return [*argv, str(RECALL_FIXTURES / "swde.jsonl")], "'context', 'question'"
+
+
+def _eval_case_empty_data(tmp_path, ckpt):
+    (tmp_path / "empty.jsonl").write_text("")
+    argv = ["eval", "recall", "--model", str(ckpt), "--task", "fda", "--data"]
+    return [*argv, str(tmp_path / "empty.jsonl")], "has no rows"
+
+
+def _eval_case_bad_limit(tmp_path, ckpt):
+    return ["eval", "recall", "--model", str(ckpt), "--limit", "0"], "--limit"
+
+
+def _eval_case_bad_batch_size(tmp_path, ckpt):
+    return ["eval", "recall", "--model", str(ckpt), "--batch-size", "-1"], "--batch-size"
+
+
+def _eval_case_output_is_a_directory(tmp_path, ckpt):
+    return ["eval", "recall", "--model", str(ckpt), "--output", str(tmp_path)], "--output"
+
+
+def _eval_case_too_many_facts(tmp_path, ckpt):
+    return ["eval", "recall", "--model", str(ckpt), "--facts-per-doc", "500"], "facts_per_doc"
+
+
+EVAL_BAD_INPUT = [
+    _eval_case_model_missing,
+    _eval_case_data_missing,
+    _eval_case_data_for_synthetic,
+    _eval_case_missing_columns,
+    _eval_case_empty_data,
+    _eval_case_bad_limit,
+    _eval_case_bad_batch_size,
+    _eval_case_output_is_a_directory,
+    _eval_case_too_many_facts,
+]
+
+
+@pytest.mark.parametrize("case", EVAL_BAD_INPUT, ids=lambda f: f.__name__[len("_eval_case_") :])
+def test_eval_bad_input_is_one_line_naming_the_culprit(case, recall_checkpoint, tmp_path, capsys):
+    argv, culprit = case(tmp_path, recall_checkpoint)
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hazyzoo eval: error: "), err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert culprit in err, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval"],
+        ["eval", "recall"],
+        ["eval", "recall", "--model", "m", "--task", "nq"],
+        ["eval", "recall", "--model", "m", "--prompt", "twice"],
+        ["eval", "recall", "--model", "m", "--limit", "ten"],
+        ["eval", "monkeys", "--model", "m"],
+    ],
+    ids=" ".join,
+)
+def test_eval_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    assert err.value.code == 2
+    assert "usage: hazyzoo eval" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The ``hazyzoo`` command: list, demo, convert, card.
+"""The ``hazyzoo`` command: list, demo, convert, card, eval.
 
 Bad input (missing or invalid paths, unreadable config or weight files, bad values) ends in one
 line ``hazyzoo <command>: error: ...`` on stderr and exit status 1; argparse usage errors exit 2.
@@ -15,7 +15,7 @@ from pathlib import Path
 # Errors that mean "bad input" and are reported in one line (others keep their traceback).
 _INPUT_ERRORS = (ValueError, TypeError, OSError, ImportError, RuntimeError)
 # The extra that provides what a command imports lazily, for the missing-package hint.
-_EXTRAS = {"demo": "demo"}
+_EXTRAS = {"demo": "demo", "eval": "data"}
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -26,22 +26,29 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from hazyzoo.demo import run_demo
-
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--output-dir {out} exists and is not a directory")
-    run_demo(out, seed=args.seed, quick=args.quick)
+    if args.which == "jrt":
+        from hazyzoo.demo_jrt import run_jrt_demo
+
+        run_jrt_demo(out, seed=args.seed, quick=args.quick)
+    else:
+        from hazyzoo.demo import run_demo
+
+        run_demo(out, seed=args.seed, quick=args.quick)
     return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    converters = {"based": _convert_based}
-    return converters[args.architecture](args)
+    if args.architecture == "jrt":
+        from hazyzoo.conversion.jrt import convert_jrt as convert
+    else:
+        from hazyzoo.conversion.based import convert_based as convert
+    return _convert_reference(args, convert)
 
 
-def _convert_based(args: argparse.Namespace) -> int:
-    from hazyzoo.conversion.based import convert_based
+def _convert_reference(args: argparse.Namespace, convert) -> int:
     from hazyzoo.conversion.common import (
         check_output_directory,
         check_source_tokenizer,
@@ -58,7 +65,7 @@ def _convert_based(args: argparse.Namespace) -> int:
     check_output_directory(src, out, overwrite=args.overwrite)
     # Everything that can fail is checked before anything is written.
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
-    model = convert_based(src, None)
+    model = convert(src, None)
     vocab_size = model.config.vocab_size
     if tokenizer is not None:
         check_tokenizer_fits(tokenizer, vocab_size, args.tokenizer)
@@ -114,6 +121,73 @@ def _cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """``hazyzoo eval recall``: plain prompts versus JRT-Prompt on a recall task."""
+    import json
+
+    if args.data is not None and args.task == "synthetic":
+        raise ValueError("--data is for --task swde/fda/squad; the synthetic task is generated")
+    if args.data is not None and not Path(args.data).exists():
+        raise FileNotFoundError(f"--data {args.data} does not exist")
+    for name in ("limit", "batch_size", "max_new_tokens", "num_docs", "facts_per_doc"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    output = Path(args.output) if args.output else None
+    if output is not None:
+        if output.is_dir():
+            raise IsADirectoryError(f"--output {output} is a directory; give a .json file path")
+        if output.exists() and not args.overwrite:
+            raise FileExistsError(f"--output {output} exists (pass --overwrite to replace it)")
+    # Loading the data first: a bad file fails before the (slow) model load.
+    from hazyzoo.evaluation.recall import evaluate_recall, format_table, load_recall_task
+
+    examples = load_recall_task(
+        args.task,
+        args.data,
+        limit=args.limit,
+        seed=args.seed,
+        num_docs=args.num_docs,
+        facts_per_doc=args.facts_per_doc,
+    )
+    model, tokenizer = _load_causal_lm(args.model, args.device)
+    results = evaluate_recall(
+        model,
+        tokenizer,
+        args.task,
+        examples=examples,
+        prompt=args.prompt,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        device=args.device,
+        progress=True,
+    )
+    print(f"recall: task {args.task}, model {args.model}")
+    print(format_table(results))
+    if output is not None:
+        settings = {k: v for k, v in vars(args).items() if k not in ("func", "overwrite")}
+        payload = {"settings": settings, "results": {k: r.to_dict() for k, r in results.items()}}
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {output}")
+    return 0
+
+
+def _load_causal_lm(model_id: str, device: str | None) -> tuple:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import hazyzoo  # noqa: F401  (registers the zoo models with the Auto classes)
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_id)
+        tokenizer = AutoTokenizer.from_pretrained(model_id)
+    except (OSError, ValueError) as err:
+        raise OSError(f"--model {model_id}: cannot load a causal LM and tokenizer: {err}") from err
+    if device is not None:
+        model.to(device)
+    return model.eval(), tokenizer
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hazyzoo`` command."""
     parser = argparse.ArgumentParser(
@@ -126,15 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser(
-        "demo", help="MQAR: train a tiny BASED and a Llama baseline, compare, save, reload"
+        "demo",
+        help="based (default): MQAR, a tiny BASED vs a Llama baseline, save, reload; "
+        "jrt: JRT-Prompt vs plain prompts, and JRT-RNN vs BASED vs Llama on MQAR orders",
     )
+    p.add_argument("which", nargs="?", choices=["based", "jrt"], default="based")
     p.add_argument("--output-dir", default="demo_output", help="where data and models go")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("convert", help="convert a released reference checkpoint")
-    p.add_argument("architecture", choices=["based"])
+    p.add_argument("architecture", choices=["based", "jrt"])
     p.add_argument("src", help="directory with the reference config.json and weights")
     p.add_argument("out", help="output directory for the hazyzoo checkpoint (new or empty)")
     p.add_argument("--base-model", default=None, help="Hub id of the source, for the card")
@@ -166,6 +243,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace a README.md hazyzoo did not write"
     )
     p.set_defaults(func=_cmd_card)
+
+    p = sub.add_parser("eval", help="run an evaluation (recall: plain prompts vs JRT-Prompt)")
+    eval_sub = p.add_subparsers(dest="evaluation", required=True)
+    p = eval_sub.add_parser(
+        "recall", help="recall tasks (synthetic, SWDE, FDA, SQuAD): plain vs JRT-Prompt"
+    )
+    p.add_argument("--model", required=True, metavar="PATH_OR_ID", help="a causal LM + tokenizer")
+    p.add_argument("--task", choices=["synthetic", "swde", "fda", "squad"], default="synthetic")
+    p.add_argument(
+        "--data", default=None, metavar="PATH", help="local .json/.jsonl/.parquet in the Hub schema"
+    )
+    p.add_argument("--prompt", choices=["plain", "jrt", "both"], default="both")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--device", default=None, help="e.g. cpu, cuda (default: where it loads)")
+    p.add_argument("--output", default=None, metavar="FILE.json", help="write the results here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic task")
+    p.add_argument("--num-docs", type=int, default=100, help="synthetic: number of documents")
+    p.add_argument("--facts-per-doc", type=int, default=8, help="synthetic: facts per document")
+    p.set_defaults(func=_cmd_eval)
     return parser
 
 

@@ -81,10 +81,19 @@ def make_based_config(
     feature_dim: int = 16,
     sliding_window: int = 8,
     initializer_range: float = 0.05,
+    linear_attention_layers: list[int] | None = None,
+    sliding_window_layers: list[int] | None = None,
+    pad_token_id: int = PAD_TOKEN_ID,
+    eos_token_id: int | None = None,
 ) -> Any:
-    """A tiny BASED: ``[base_conv, linear_attention, sliding_window, base_conv, ...]`` layers."""
+    """A tiny BASED: ``[base_conv, linear_attention, sliding_window, base_conv, ...]`` layers
+    unless the two layer lists say otherwise."""
     from hazyzoo import BasedConfig
 
+    if linear_attention_layers is None:
+        linear_attention_layers = [1]
+    if sliding_window_layers is None:
+        sliding_window_layers = [2] if num_layers > 2 else []
     return BasedConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -92,15 +101,15 @@ def make_based_config(
         intermediate_size=2 * hidden_size,
         num_attention_heads=num_heads,
         feature_dim=feature_dim,
-        linear_attention_layers=[1],
-        sliding_window_layers=[2] if num_layers > 2 else [],
+        linear_attention_layers=linear_attention_layers,
+        sliding_window_layers=sliding_window_layers,
         sliding_window=sliding_window,
         conv_kernel_size=3,
         initializer_range=initializer_range,
         tie_word_embeddings=True,
-        pad_token_id=PAD_TOKEN_ID,
+        pad_token_id=pad_token_id,
         bos_token_id=None,
-        eos_token_id=None,
+        eos_token_id=eos_token_id,
     )
 
 
@@ -182,6 +191,57 @@ def greedy_generate(
     return new_tokens, new_tokens.numel() / seconds
 
 
+def demo_training_arguments(
+    output_dir: str | Path,
+    *,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.1,
+    **extra: Any,
+) -> TrainingArguments:
+    """The ``TrainingArguments`` every demo trains with: cosine schedule with warm-up, AdamW
+    (beta2 0.98), clipping at 1, no checkpoints or evaluation during training, no reporting,
+    the main process loading data; CPU unless CUDA is there. ``extra`` adds or overrides."""
+    settings: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=max(1, math.ceil(warmup_ratio * steps)),
+        lr_scheduler_type="cosine",
+        weight_decay=weight_decay,
+        adam_beta2=0.98,
+        max_grad_norm=1.0,
+        logging_steps=max(1, steps // 5),
+        eval_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        seed=seed,
+    )
+    return TrainingArguments(**{**settings, **extra})
+
+
+def recall_trainer(
+    model: PreTrainedModel, args: TrainingArguments, train: Any, test: Any
+) -> Trainer:
+    """A ``Trainer`` that reports ``recall_accuracy`` (argmax at the answer positions) on
+    evaluation, keeping only argmax ids instead of whole logits."""
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=test,
+        compute_metrics=_compute_metrics,
+        preprocess_logits_for_metrics=_argmax_logits,
+    )
+
+
 def _train_and_evaluate(
     name: str,
     model: PreTrainedModel,
@@ -192,36 +252,20 @@ def _train_and_evaluate(
 ) -> dict[str, Any]:
     """Train ``model`` with Trainer, evaluate recall on the test split; returns its figures."""
     steps = settings["max_steps"]
-    args = TrainingArguments(
-        output_dir=str(output_dir / f"trainer-{name}"),
-        max_steps=steps,
-        per_device_train_batch_size=settings["batch_size"],
-        per_device_eval_batch_size=settings["eval_batch_size"],
+    args = demo_training_arguments(
+        output_dir / f"trainer-{name}",
+        steps=steps,
+        batch_size=settings["batch_size"],
         learning_rate=settings["learning_rate"],
-        warmup_steps=max(1, math.ceil(settings["warmup_ratio"] * steps)),
-        lr_scheduler_type="cosine",
+        seed=seed,
+        warmup_ratio=settings["warmup_ratio"],
         weight_decay=settings["weight_decay"],
-        adam_beta2=0.98,
-        max_grad_norm=1.0,
-        logging_steps=max(1, steps // 5),
-        eval_strategy="no",
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
+        per_device_eval_batch_size=settings["eval_batch_size"],
         disable_tqdm=False,
         label_names=["labels"],
-        seed=seed,
+        use_cpu=True,
     )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=dataset["train"],
-        eval_dataset=dataset["test"],
-        compute_metrics=_compute_metrics,
-        preprocess_logits_for_metrics=_argmax_logits,
-    )
+    trainer = recall_trainer(model, args, dataset["train"], dataset["test"])
     print(f"\n== training {name} ({_count_parameters(model):,} parameters, {steps} steps) ==")
     train_metrics = trainer.train().metrics
     eval_metrics = trainer.evaluate()

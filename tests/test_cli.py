@@ -10,7 +10,7 @@ import pytest
 
 from hazyzoo.cli import main
 from hazyzoo.zoo import ZOO, zoo_markdown
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, golden_dir
 
 MISSION_PARTS = [
     "BASED",
@@ -246,6 +246,15 @@ def _case_demo_output_is_a_file(tmp_path):
     return ["demo", "--quick", "--output-dir", str(tmp_path / "out")], "--output-dir"
 
 
+def _case_jrt_demo_output_is_a_file(tmp_path):
+    (tmp_path / "out").write_text("x")
+    return ["demo", "jrt", "--quick", "--output-dir", str(tmp_path / "out")], "--output-dir"
+
+
+def _case_convert_jrt_gets_a_based_checkpoint(tmp_path):
+    return ["convert", "jrt", str(golden_dir("based")), str(tmp_path / "out")], "enc_length"
+
+
 BAD_INPUT = [
     _case_src_missing,
     _case_src_is_a_file,
@@ -269,6 +278,8 @@ BAD_INPUT = [
     _case_card_corrupt_weights,
     _case_card_handwritten_readme,
     _case_demo_output_is_a_file,
+    _case_jrt_demo_output_is_a_file,
+    _case_convert_jrt_gets_a_based_checkpoint,
 ]
 
 
@@ -292,6 +303,7 @@ USAGE_ERRORS = [
     ["convert", "mamba", "a", "b"],
     ["convert", "based", "only-src"],
     ["demo", "--seed", "abc"],
+    ["demo", "mamba"],
     ["card"],
     ["card", "d", "--no-such-flag"],
     ["frobnicate"],

@@ -45,9 +45,13 @@ ZOO: tuple[ZooEntry, ...] = (
         "JRT-RNN / JRT-Prompt",
         "Arora et al. 2024, Just read twice",
         "causal LM + prompting",
-        "hazyzoo_jrt",
-        "planned",
-        "prefix linear attention; will reuse the BASED mixers, cache and kernels",
+        "hazyzoo_jrt: JrtForCausalLM; hazyzoo.jrt.read_twice",
+        "available",
+        "prefix linear attention on the shared stack (Auto classes, generate with a fixed-size "
+        "cache, Trainer, peft, Hub card), exact and reference mask semantics, the JRT objective "
+        "+ JrtDataCollator, Triton prefix kernels, converter from "
+        "HazyResearch/prefix-linear-attention; JRT-Prompt for any causal LM and `hazyzoo eval "
+        "recall` (SWDE/FDA/SQuAD formats, synthetic default)",
     ),
     ZooEntry(
         "RTF",

@@ -89,6 +89,21 @@ def subprocess_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def run_script_ok(script: str, cwd: Path) -> None:
+    """Run ``script`` in a fresh interpreter (offline, its own module cache, no repository on
+    the path) and require it to exit 0 and print ``ok`` last."""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=cwd,
+        env=subprocess_env(cwd),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny checkpoint + tokenizer with remote code, and the in-process reference outputs."""
@@ -201,16 +216,7 @@ def test_loads_without_hazyzoo_or_triton_bit_exact(exported):
         print("ok")
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=root,
-        env=subprocess_env(root),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+    run_script_ok(script, root)
 
 
 def test_rewrite_marks_and_cleans_only_its_own_files(tmp_path):
@@ -315,13 +321,4 @@ def test_every_zoo_causal_lm_loads_without_hazyzoo_or_triton(model_type, tmp_pat
         print("ok")
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+    run_script_ok(script, tmp_path)

@@ -54,3 +54,14 @@ def test_quick_run_trains_all_models_on_both_orders(tmp_path):
     assert set(result["accuracy"]) == {"jrt", "based", "llama"}
     for row in result["accuracy"].values():
         assert 0.0 <= row["data_first"] <= 1.0 and 0.0 <= row["questions_first"] <= 1.0
+
+
+def test_the_three_models_are_of_one_size_and_jrt_reads_the_whole_question_region():
+    from hazyzoo.demo_jrt_mqar import MODELS, MQAR_ORDER_SETTINGS, _build
+
+    n, m = MQAR_ORDER_SETTINGS["num_kv_pairs"], MQAR_ORDER_SETTINGS["num_queries"]
+    models = {name: _build(name, MQAR_ORDER_SETTINGS, 2 * n + m, 2 * n + 3 * m) for name in MODELS}
+    sizes = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
+    assert max(sizes.values()) / min(sizes.values()) < 1.15, sizes
+    assert models["jrt"].config.enc_length == 2 * n + m  # data and listed keys, not the answers
+    assert models["jrt"].model.noncausal_prefix_length == 2 * n + m

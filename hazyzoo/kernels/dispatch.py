@@ -15,7 +15,6 @@ registering (its example inputs are what the test calls it with).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.util
 import os
 from collections.abc import Callable, Iterable
@@ -38,10 +37,14 @@ __all__ = [
 _ALLOWED = ("auto", "torch", "triton")
 
 
-@functools.lru_cache(maxsize=1)
+# Looked up once at import: a plain constant is what torch.compile can trace through (a
+# cached function call inside a compiled decode step would break the graph there).
+_TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
     """Whether the ``triton`` package can be imported (it is optional on CPU-only machines)."""
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON_AVAILABLE
 
 
 def triton_interpreting() -> bool:

@@ -1,10 +1,10 @@
 """Fast ops: a Triton kernel and a PyTorch reference each, picked by :mod:`.dispatch`.
 
-One package per op (``linear_attention/``, ``rms_norm/``), laid out as flash-linear-attention
+One package per op (``attention/``, ``linear_attention/``, ``rms_norm/``), laid out as flash-linear-attention
 lays out ``fla/ops/<op>/``. Importing this package registers every op with the registry in
 :mod:`.dispatch`.
 """
 
-from hazyzoo.kernels import dispatch, linear_attention, rms_norm
+from hazyzoo.kernels import attention, dispatch, linear_attention, rms_norm
 
-__all__ = ["dispatch", "linear_attention", "rms_norm"]
+__all__ = ["attention", "dispatch", "linear_attention", "rms_norm"]

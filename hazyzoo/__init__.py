@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from hazyzoo import hydragen
 from hazyzoo.collators import JrtDataCollator
 from hazyzoo.configuration.configuration_based import BASED_PRESETS, BasedConfig
 from hazyzoo.configuration.configuration_jrt import JRT_PRESETS, JrtConfig
@@ -47,6 +48,8 @@ def _register() -> None:
     AutoConfig.register(JrtConfig.model_type, JrtConfig, exist_ok=True)
     AutoModel.register(JrtConfig, JrtModel, exist_ok=True)
     AutoModelForCausalLM.register(JrtConfig, JrtForCausalLM, exist_ok=True)
+    # attn_implementation="hydragen" for transformers' own attention models (Llama, Qwen2, ...)
+    hydragen.register_hydragen()
 
 
 _register()
@@ -69,4 +72,5 @@ __all__ = [
     "JrtModel",
     "JrtPreTrainedModel",
     "__version__",
+    "hydragen",
 ]

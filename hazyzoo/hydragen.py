@@ -218,10 +218,13 @@ def _hydragen_attention(model: Any, cache: SharedPrefixCache | None = None) -> I
             model.set_attn_implementation(previous)
 
 
+def _forward_params(model: Any) -> Any:
+    return inspect.signature(model.forward).parameters
+
+
 def _cache_kwarg_name(model: Any) -> str:
     """``cache`` on transformers >= 5.24, ``past_key_values`` before."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
 def _positions(mask: Tensor) -> Tensor:
@@ -236,6 +239,7 @@ def _prefill_levels(
     """Prefill ``levels`` in order, each attending to the levels before it through the
     cache, and make each a shared level; returns the last level's final-token logits."""
     cache_name = _cache_kwarg_name(model)
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
     seen: list[Tensor] = []
     logits = None
     with _hydragen_attention(model):
@@ -247,7 +251,7 @@ def _prefill_levels(
                 attention_mask=full,
                 position_ids=_positions(full)[:, -ids.shape[1] :],
                 use_cache=True,
-                logits_to_keep=1,
+                **extra,
                 **{cache_name: cache, CACHE_KWARG: cache},
             )
             cache.push_level(mask)

@@ -21,6 +21,7 @@ preamble for everyone, then one problem statement per group, then the samples.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -280,7 +281,7 @@ def generate(
     model: Any,
     prefix_ids: Any,
     *,
-    num_return_sequences: int = 1,
+    num_return_sequences: int | None = None,
     suffix_ids: Tokens | None = None,
     **generate_kwargs: Any,
 ) -> Any:
@@ -294,7 +295,7 @@ def generate(
             Several levels: a list of such batches (2-D tensors or lists of token lists),
             outermost first, each level's count dividing the next.
         num_return_sequences: sequences per suffix (or per last-level prompt without
-            suffixes), as in ``model.generate``.
+            suffixes), as in ``model.generate`` (default: the generation config's, else 1).
         suffix_ids: optional per-sequence continuations of the prompt: ``[Bs, S]`` or a list
             of ``Bs`` token lists (ragged ones are padded between prefix and suffix, which
             attention masks and positions make invisible), ``Bs`` a multiple of the last
@@ -304,7 +305,8 @@ def generate(
             ``pad_token_id``, ``streamer``, ``return_dict_in_generate``, ``output_scores``,
             ``output_logits``, ``generation_config``, ...). ``cache_implementation="static"``
             preallocates the suffix cache, which makes transformers compile the decode step
-            on GPUs (as it does for its own static cache).
+            on GPUs (as it does for its own static cache). ``max_length`` / ``min_length``
+            count the replicated prompt's length, as in ``model.generate``.
 
     Returns:
         What ``model.generate`` returns for the replicated prompts (each sequence's prefix
@@ -312,6 +314,9 @@ def generate(
         ``GenerateOutput`` whose ``sequences`` are laid out so, with
         ``B = Bs * num_return_sequences`` (or ``G_last * num_return_sequences``).
     """
+    config = generate_kwargs.get("generation_config") or model.generation_config
+    if num_return_sequences is None:
+        num_return_sequences = getattr(config, "num_return_sequences", None) or 1
     if isinstance(num_return_sequences, bool) or not isinstance(num_return_sequences, int):
         raise TypeError(f"num_return_sequences must be an int, got {num_return_sequences!r}")
     if num_return_sequences < 1:
@@ -325,7 +330,6 @@ def generate(
     for name, what in _UNSUPPORTED.items():
         if generate_kwargs.get(name):
             raise ValueError(f"hydragen.generate does not support {what} ({name})")
-    config = generate_kwargs.get("generation_config") or model.generation_config
     beams = generate_kwargs.get("num_beams", config.num_beams) or 1
     if beams > 1:
         raise ValueError(f"hydragen.generate does not support beam search (num_beams={beams})")
@@ -364,20 +368,29 @@ def generate(
     suffix = _expand_rows(suffix, batch)
     suffix_mask = _expand_rows(suffix_mask, batch)
 
-    if cache_impl == "static":
-        max_new = generate_kwargs.get("max_new_tokens", config.max_new_tokens)
-        if max_new is None:
-            raise ValueError("cache_implementation='static' needs max_new_tokens")
-        cache.set_suffix_storage(suffix.shape[1] + int(max_new))
-
     ids = torch.cat([_expand_rows(i, batch) for i, _ in levels] + [suffix], dim=1)
     mask = torch.cat([_expand_rows(m, batch) for _, m in levels] + [suffix_mask], dim=1)
-    generate_kwargs.setdefault("pad_token_id", pad_id)
+    # Our prompt layout is wider than transformers' (padding between the levels), so lengths
+    # given as totals are turned into new-token counts against the replicated prompt's width.
+    overrides, max_new = _length_overrides(
+        generate_kwargs, config, int(mask.sum(1).max()), mask.shape[1]
+    )
+    if cache_impl == "static":
+        cache.set_suffix_storage(suffix.shape[1] + max_new)
+    overrides["num_return_sequences"] = 1
+    if generate_kwargs.get("pad_token_id") is None and config.pad_token_id is None:
+        overrides["pad_token_id"] = pad_id
+    if generate_kwargs.get("generation_config") is not None:
+        # set on a copy of the user's config: extra kwargs beside a config are deprecated
+        generate_kwargs["generation_config"] = copy.deepcopy(generate_kwargs["generation_config"])
+        for name, value in overrides.items():
+            setattr(generate_kwargs["generation_config"], name, value)
+    else:
+        generate_kwargs.update(overrides)
     with _hydragen_attention(model, cache):
         out = model.generate(
             input_ids=ids,
             attention_mask=mask.long(),
-            num_return_sequences=1,
             **{_cache_kwarg_name(model): cache},
             **generate_kwargs,
         )
@@ -387,6 +400,42 @@ def generate(
         return sequences
     out.sequences = sequences
     return out
+
+
+def _length_overrides(
+    kwargs: dict[str, Any], config: Any, prompt_width: int, our_width: int
+) -> tuple[dict[str, Any], int]:
+    """The length arguments for our ``our_width``-wide prompt layout that give the number of
+    new tokens ``model.generate`` would give for prompts ``prompt_width`` tokens wide (pops
+    ``max_length`` / ``min_length`` / ``*_new_tokens`` from ``kwargs``); and that number."""
+    out: dict[str, Any] = {}
+    max_length = kwargs.pop("max_length", None)
+    max_new = kwargs.pop("max_new_tokens", None)
+    if max_new is None and max_length is None:
+        max_new = config.max_new_tokens
+    if max_new is None:
+        max_length = config.max_length if max_length is None else max_length
+        if max_length is None:
+            raise ValueError("hydragen.generate needs max_new_tokens (or max_length)")
+        max_new = int(max_length) - prompt_width
+        if max_new < 1:
+            raise ValueError(
+                f"max_length={max_length} leaves no new token after the {prompt_width}-token "
+                "prompt; pass max_new_tokens"
+            )
+        out["max_length"] = our_width + max_new
+    else:
+        out["max_new_tokens"] = int(max_new)
+    min_length = kwargs.pop("min_length", None)
+    min_new = kwargs.pop("min_new_tokens", None)
+    if min_new is None and min_length is None:
+        min_new = config.min_new_tokens
+        min_length = config.min_length
+    if min_new is not None:
+        out["min_new_tokens"] = int(min_new)
+    elif min_length:
+        out["min_new_tokens"] = max(int(min_length) - prompt_width, 0)
+    return out, int(max_new)
 
 
 def _left_pad_prompts(sequences: Tensor, mask: Tensor, pad_id: int) -> Tensor:

@@ -105,9 +105,13 @@ ZOO: tuple[ZooEntry, ...] = (
         "Hydragen",
         "Juravsky et al. 2024, Hydragen",
         "attention for HF Llama-family models",
-        "hazyzoo.modeling.hydragen",
-        "planned",
-        "exact shared-prefix attention",
+        'hazyzoo.hydragen.generate; attn_implementation="hydragen"',
+        "available",
+        "exact shared-prefix attention inside transformers' `generate` for any "
+        "attention-interface model (tested: Llama, Qwen2; fp32/fp16/bf16; GQA), hierarchical "
+        "prefixes, ragged suffixes, greedy/sampling/eos/streamers, dynamic or static suffix "
+        "cache (transformers' compiled decode, CUDA graphs), Triton split-key attention with "
+        "log-sum-exp + merge kernels; no beam search",
     ),
     ZooEntry(
         "Cookbook",

@@ -25,11 +25,16 @@ import torch
 from hypothesis import HealthCheck, settings
 
 import hazyzoo.kernels  # noqa: F401  (registers every op)
-from hazyzoo.kernels import linear_attention, rms_norm
+from hazyzoo.kernels import attention, linear_attention, rms_norm
 from hazyzoo.kernels.dispatch import triton_available
 
 # Whether the Triton kernels of every op were defined for the CPU interpreter.
-INTERPRETED = triton_available() and linear_attention._INTERPRETED and rms_norm._INTERPRETED
+INTERPRETED = (
+    triton_available()
+    and attention._INTERPRETED
+    and linear_attention._INTERPRETED
+    and rms_norm._INTERPRETED
+)
 
 requires_triton = pytest.mark.skipif(
     not INTERPRETED,

@@ -29,6 +29,8 @@ def flatten(tree: Any) -> list[Any]:
 
 def test_every_op_is_registered():
     assert set(registered_ops()) == {
+        "attention_with_lse",
+        "merge_attention",
         "rms_norm",
         "taylor_attention_parallel",
         "taylor_attention_state",

@@ -116,7 +116,9 @@ def attention_with_lse(
     """
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     _check_attention_inputs(query, key, value, mask, scale)
-    if num_splits is not None and (isinstance(num_splits, bool) or int(num_splits) < 1):
+    if num_splits is not None and (
+        isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1
+    ):
         raise ValueError(f"num_splits must be a positive int or None, got {num_splits!r}")
     return call_op(
         "attention_with_lse", (query, key, value), query, key, value, mask, scale, num_splits
@@ -169,7 +171,7 @@ def _merge_example() -> ExampleInputs:
     gen = torch.Generator().manual_seed(1)
     outs = torch.randn(3, 2, 4, 3, 16, generator=gen)
     lses = torch.randn(3, 2, 4, 3, generator=gen) * 3
-    lses[0, 0, 0, 0] = float("-inf")
+    lses[0, 0, 0, 0] = -40.0  # a part that barely counts (inputs stay finite for the tests)
     return (outs, lses), {}
 
 

@@ -387,6 +387,10 @@ def generate(
             setattr(generate_kwargs["generation_config"], name, value)
     else:
         generate_kwargs.update(overrides)
+    if generate_kwargs.get("streamer") is not None:
+        generate_kwargs["streamer"] = _PromptLayoutStreamer(
+            generate_kwargs["streamer"], mask, pad_id
+        )
     with _hydragen_attention(model, cache):
         out = model.generate(
             input_ids=ids,
@@ -400,6 +404,25 @@ def generate(
         return sequences
     out.sequences = sequences
     return out
+
+
+class _PromptLayoutStreamer:
+    """Hands a streamer the prompt in transformers' left-padded layout (``generate`` puts
+    the prompt first, and ours has padding between the levels and the suffix); every later
+    ``put`` (the new tokens) and ``end`` pass through unchanged."""
+
+    def __init__(self, streamer: Any, mask: Tensor, pad_id: int) -> None:
+        self.streamer, self.mask, self.pad_id = streamer, mask, pad_id
+        self.prompt_sent = False
+
+    def put(self, value: Tensor) -> None:
+        if not self.prompt_sent:
+            self.prompt_sent = True
+            value = _left_pad_prompts(value, self.mask.to(value.device), self.pad_id)
+        self.streamer.put(value)
+
+    def end(self) -> None:
+        self.streamer.end()
 
 
 def _length_overrides(

@@ -5,6 +5,6 @@ lays out ``fla/ops/<op>/``. Importing this package registers every op with the r
 :mod:`.dispatch`.
 """
 
-from hazyzoo.kernels import attention, dispatch, linear_attention, rms_norm
+from hazyzoo.kernels import attention, dispatch, linear_attention, rms_norm, rtf
 
-__all__ = ["attention", "dispatch", "linear_attention", "rms_norm"]
+__all__ = ["attention", "dispatch", "linear_attention", "rms_norm", "rtf"]

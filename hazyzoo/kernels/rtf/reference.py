@@ -1,0 +1,229 @@
+"""The spec of the RTF (rational transfer function) SSM ops in plain PyTorch.
+
+Parnichkun et al., "State-free inference of state-space models: the transfer function
+approach" (ICML 2024). Each channel is a transfer function ``H(z) = h0 + B(z) / A(z)`` with a
+monic denominator ``A(z) = 1 + a_1 z^-1 + ... + a_N z^-N``; its convolution kernel's spectrum
+comes from one rFFT of the coefficients, so generating the kernel costs O(L log L) whatever
+the state size N ("state-free").
+
+Conventions (``convention``), both as the released code (ruke1ire/RTF) defines them:
+
+- ``"rtf"``: ``B(z) = b_1 z^-1 + ... + b_N z^-N``; the kernel is the impulse response
+  *aliased* on the FFT grid of ``n_fft = trunc_len + trunc_len % 2`` points:
+  ``k[t] = sum_m h[t + m n_fft]``.
+- ``"rtf2"``: the numerator is ``b (I - A^T)`` (``A`` the companion matrix, ``T = trunc_len``)
+  placed at ``z^0 .. z^-(N-1)``; for even ``trunc_len`` this cancels the aliasing.
+
+The conv kernel is the reference's; the recurrence here (:func:`exact_realization`) is the
+state-space form whose impulse response *is* that kernel, for both conventions: the
+numerator corrected by ``(I - A^n_fft)^-1`` (solved once per weight update) and a corrected
+feed-through. The released recurrence is reproduced separately
+(:func:`reference_corrected_numerator`, :func:`reference_step_kernel`) because it differs from
+its own convolution (it solves the untransposed system and drops the wrapped tail of
+``k[0]``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "CONSTRAINTS",
+    "CONVENTIONS",
+    "bidirectional_conv",
+    "bidirectional_conv_reference",
+    "causal_conv",
+    "companion_matrix",
+    "constrain_denominator",
+    "exact_realization",
+    "fft_size",
+    "kernel_from_realization",
+    "numerator_coefficients",
+    "reference_corrected_numerator",
+    "reference_step_kernel",
+    "rtf_kernel",
+    "share_denominators",
+]
+
+CONSTRAINTS = ("no", "l1_montel")
+CONVENTIONS = ("rtf", "rtf2")
+_L1_EPS = 1e-6
+
+
+def fft_size(trunc_len: int) -> int:
+    """The kernel's FFT grid: ``trunc_len`` rounded up to even (the released code's rule)."""
+    return trunc_len + trunc_len % 2
+
+
+def constrain_denominator(a_raw: Tensor, constraint: str, scalar: Tensor | None = None) -> Tensor:
+    """Denominator coefficients ``a [R, N]`` from the raw parameters.
+
+    ``"no"``: ``a = a_raw``. ``"l1_montel"``: ``a = a_raw / (sum |a_raw| + |scalar| + 1e-6)``
+    per row, so ``sum |a| < 1`` and every pole lies inside the unit disc (Montel's bound), the
+    filter stays stable whatever the optimiser does; ``scalar [R]`` is a learned slack.
+    """
+    if constraint == "no":
+        return a_raw
+    if constraint == "l1_montel":
+        if scalar is None:
+            raise ValueError("constraint='l1_montel' needs the per-row `scalar` parameter")
+        return a_raw / (a_raw.abs().sum(-1) + scalar.abs() + _L1_EPS).unsqueeze(-1)
+    raise ValueError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
+
+
+def share_denominators(a: Tensor, channels: int, directions: int = 1) -> Tensor:
+    """Denominators ``[directions * num_a, N]`` as one row per channel
+    ``[directions * channels, N]``: channel ``c`` of a direction uses row
+    ``c // (channels // num_a)`` of that direction (consecutive channels share one)."""
+    rows = a.shape[0] // directions
+    per = channels // rows
+    return a.reshape(directions, rows, -1).repeat_interleave(per, dim=1).reshape(-1, a.shape[-1])
+
+
+def companion_matrix(a: Tensor) -> Tensor:
+    """``A [C, N, N]``: first row ``-a``, ones on the sub-diagonal (controller form, ``B =
+    e_1``), so ``c (zI - A)^-1 e_1 = (c_1 z^-1 + .. + c_N z^-N) / A(z)``."""
+    channels, n = a.shape
+    mat = torch.zeros(channels, n, n, dtype=a.dtype, device=a.device)
+    mat[:, 0, :] = -a
+    if n > 1:
+        idx = torch.arange(n - 1, device=a.device)
+        mat[:, idx + 1, idx] = 1.0
+    return mat
+
+
+def numerator_coefficients(a: Tensor, b: Tensor, trunc_len: int, convention: str) -> Tensor:
+    """The numerator whose rFFT the kernel divides by the denominator's, as coefficients of
+    ``z^0, z^-1, ...``: ``[0, b]`` for ``"rtf"``, ``b (I - A^T)`` for ``"rtf2"``."""
+    if convention == "rtf":
+        return torch.cat([torch.zeros_like(b[:, :1]), b], dim=-1)
+    if convention == "rtf2":
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        power = torch.linalg.matrix_power(companion_matrix(a), trunc_len)
+        return (b.unsqueeze(-2) @ (eye - power)).squeeze(-2)
+    raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+
+
+def rtf_kernel(
+    a: Tensor, b: Tensor, h0: Tensor, trunc_len: int, length: int, convention: str = "rtf"
+) -> Tensor:
+    """The time-domain kernel ``[C, length]`` (``length <= trunc_len``) of each channel's
+    transfer function, from one rFFT of the coefficients on the ``fft_size(trunc_len)`` grid.
+
+    Args:
+        a: denominators ``[C, N]`` (one row per channel), b: numerators ``[C, N]``,
+        h0: feed-through ``[C]``.
+    """
+    n_fft = fft_size(trunc_len)
+    num = numerator_coefficients(a, b, trunc_len, convention)
+    den = torch.cat([torch.ones_like(a[:, :1]), a], dim=-1)
+    spectrum = torch.fft.rfft(num, n=n_fft) / torch.fft.rfft(den, n=n_fft) + h0.unsqueeze(-1)
+    return torch.fft.irfft(spectrum, n=n_fft)[:, :length]
+
+
+def causal_conv(u: Tensor, k: Tensor) -> Tensor:
+    """``y[b, t, c] = sum_{s <= t} k[c, s] u[b, t - s, c]`` by FFT (linear, not circular).
+
+    Args:
+        u: ``[B, L, C]``; k: ``[C, L]``.
+    """
+    length = u.shape[1]
+    n = 2 * length
+    spec = torch.fft.rfft(u.transpose(1, 2), n=n) * torch.fft.rfft(k, n=n)
+    return torch.fft.irfft(spec, n=n)[..., :length].transpose(1, 2)
+
+
+def bidirectional_conv(u: Tensor, k_causal: Tensor, k_anti: Tensor) -> Tensor:
+    """The bidirectional RTF output for any length ``L``:
+    ``y[t] = sum_{s=0..t} k_c[s] u[t-s] + sum_{j=0..L-2} k_a[j] u[t+1+j]``.
+
+    This is what the released code computes for even ``L``; for odd ``L`` it inverts on a
+    ``2L - 1`` grid after a ``2L`` forward transform (a frequency-grid mismatch that is not
+    even time-invariant, :func:`bidirectional_conv_reference`); here both transforms use
+    ``2L`` for every ``L``.
+    """
+    length = u.shape[1]
+    n = 2 * length
+    kernel = torch.cat([k_causal, k_anti.flip(-1)], dim=-1)
+    spec = torch.fft.rfft(u.transpose(1, 2), n=n) * torch.fft.rfft(kernel, n=n)
+    return torch.fft.irfft(spec, n=n)[..., :length].transpose(1, 2)
+
+
+def bidirectional_conv_reference(u: Tensor, k_causal: Tensor, k_anti: Tensor) -> Tensor:
+    """The released code's bidirectional forward, defect included (inverse size
+    ``2L - L % 2``); for even ``L`` equal to :func:`bidirectional_conv`."""
+    length = u.shape[1]
+    kernel = torch.cat([k_causal, k_anti.flip(-1)], dim=-1)
+    u_pad = torch.nn.functional.pad(u.transpose(1, 2), (0, length))
+    spec = torch.fft.rfft(kernel) * torch.fft.rfft(u_pad)
+    return torch.fft.irfft(spec, n=2 * length - length % 2)[..., :length].transpose(1, 2)
+
+
+def _strictly_proper(
+    a: Tensor, b: Tensor, h0: Tensor, trunc_len: int, convention: str
+) -> tuple[Tensor, Tensor]:
+    """``(c [C, N], g0 [C])`` with ``H(z) = g0 + (c_1 z^-1 + .. + c_N z^-N) / A(z)`` for the
+    transfer function whose aliased impulse response is the conv kernel."""
+    if convention == "rtf":
+        return b, h0
+    p = numerator_coefficients(a, b, trunc_len, convention)  # z^0 .. z^-(N-1)
+    p0 = p[:, :1]
+    shifted = torch.cat([p[:, 1:], torch.zeros_like(p0)], dim=-1)  # p_1 .. p_N (p_N = 0)
+    return shifted - p0 * a, h0 + p0.squeeze(-1)
+
+
+def exact_realization(
+    a: Tensor, b: Tensor, h0: Tensor, trunc_len: int, convention: str = "rtf"
+) -> tuple[Tensor, Tensor]:
+    """``(c_exact [C, N], d_exact [C])`` so that the companion-form recurrence
+    ``y_t = d u_t + c . x_t``, ``x_{t+1} = A x_t + e_1 u_t`` (``x_0 = 0``) has impulse
+    response equal to :func:`rtf_kernel` on its whole grid (``t < fft_size(trunc_len)``).
+
+    With ``H = g0 + c(z)/A(z)`` and ``n = fft_size(trunc_len)``, the aliased response is
+    ``k[t] = c (I - A^n)^-1 A^(t-1) e_1`` for ``t >= 1`` and
+    ``k[0] = g0 + c (I - A^n)^-1 A^(n-1) e_1``: one linear solve per weight update.
+    """
+    n_fft = fft_size(trunc_len)
+    c, g0 = _strictly_proper(a, b, h0, trunc_len, convention)
+    mat = companion_matrix(a)
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(mat)
+    power = torch.linalg.matrix_power(mat, n_fft)
+    # c' = c (I - A^n)^-1  <=>  (I - A^n)^T c'^T = c^T
+    c_exact = torch.linalg.solve((eye - power).transpose(-1, -2), c.unsqueeze(-1)).squeeze(-1)
+    tail = torch.linalg.matrix_power(mat, n_fft - 1)[..., :, 0]  # A^(n-1) e_1
+    d_exact = g0 + (c_exact * tail).sum(-1)
+    return c_exact, d_exact
+
+
+def kernel_from_realization(a: Tensor, c: Tensor, d: Tensor, length: int) -> Tensor:
+    """Impulse response ``[C, length]`` of ``y_t = d u_t + c . x_t``,
+    ``x_{t+1} = A x_t + e_1 u_t``: ``k[0] = d``, ``k[t] = c A^(t-1) e_1`` (by stepping)."""
+    state = torch.zeros_like(c)
+    state[:, 0] = 1.0  # x_1 after a unit impulse
+    out = [d]
+    for _ in range(1, length):
+        out.append((c * state).sum(-1))
+        state = torch.cat([-(a * state).sum(-1, keepdim=True), state[:, :-1]], dim=-1)
+    return torch.stack(out, dim=-1)
+
+
+def reference_corrected_numerator(a: Tensor, b: Tensor, trunc_len: int) -> Tensor:
+    """The released code's ``get_C``: solves ``(I - A^T) c = b`` (``T = trunc_len``, the
+    untransposed system), which is not the correction that reproduces its own kernel."""
+    mat = companion_matrix(a)
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(mat)
+    power = torch.linalg.matrix_power(mat, trunc_len)
+    return torch.linalg.solve(eye - power, b.unsqueeze(-1)).squeeze(-1)
+
+
+def reference_step_kernel(
+    a: Tensor, c: Tensor, h0: Tensor, length: int, convention: str = "rtf"
+) -> Tensor:
+    """Impulse response of the released ``step``: ``"rtf"``: ``y_t = c . x_t + h0 u_t``;
+    ``"rtf2"``: ``y_t = c . x_{t+1} + h0 u_t`` (``c`` = the raw ``b`` there)."""
+    if convention == "rtf":
+        return kernel_from_realization(a, c, h0, length)
+    # y_t = c . (A x_t + e_1 u_t) + h0 u_t: readout c A, direct term h0 + c_1
+    readout = (c.unsqueeze(-2) @ companion_matrix(a)).squeeze(-2)
+    return kernel_from_realization(a, readout, h0 + c[:, 0], length)

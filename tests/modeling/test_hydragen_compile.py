@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import CompileConfig, LlamaConfig, LlamaForCausalLM
+from transformers import CompileConfig
 
 import hazyzoo
+from tests.modeling.test_hydragen import make_model, tokens
 
 
 @pytest.mark.slow
@@ -22,22 +23,8 @@ def test_compiled_static_decode_is_one_graph_and_exact():
     the eager tokens and logits."""
     from torch._dynamo.utils import counters
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=0,
-    )
-    model = LlamaForCausalLM(config).eval()
-    model.generation_config.eos_token_id = None
-    gen = torch.Generator().manual_seed(1)
-    prefix = torch.randint(3, 97, (11,), generator=gen).tolist()
-    suffixes = [torch.randint(3, 97, (n,), generator=gen).tolist() for n in (3, 1, 5, 2)]
+    model = make_model("llama")
+    (prefix,), suffixes = tokens(1, 11), tokens(2, 3, 1, 5, 2)
     kwargs = dict(
         max_new_tokens=6, do_sample=False, return_dict_in_generate=True, output_logits=True
     )

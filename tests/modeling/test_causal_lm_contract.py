@@ -181,6 +181,13 @@ def test_masked_forward_compiles_without_graph_breaks(model_type):
 def test_output_attentions_returns_weights_where_a_mixer_has_them(model_type):
     model = make_model(model_type)
     ids, mask, _ = left_padded(model, [8, 5])
+    if not any(
+        getattr(layer.mixer, "has_attention_weights", False) for layer in model.model.layers
+    ):
+        # A model without any attention mixer (RTF) says so instead of returning Nones.
+        with pytest.raises(ValueError, match="none of this model's mixers"):
+            model(ids, attention_mask=mask, output_attentions=True, use_cache=False)
+        return
     with torch.no_grad():
         out = model(ids, attention_mask=mask, output_attentions=True, use_cache=False)
         # As for transformers' own models, the config switch needs the eager implementation.

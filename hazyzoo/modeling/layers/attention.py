@@ -94,6 +94,9 @@ class RotaryAttention(nn.Module):
     (non-interleaved halves): the projections and helpers full and windowed attention share.
     Computation keeps the input dtype: float32 models attend in float32."""
 
+    # returns attention weights when asked (output_attentions=True)
+    has_attention_weights = True
+
     window: int | None = None
 
     def __init__(

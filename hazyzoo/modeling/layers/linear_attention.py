@@ -33,6 +33,9 @@ class TaylorLinearAttention(nn.Module):
     ``num_attention_heads``, ``feature_dim``, ``linear_attention_eps``.
     """
 
+    # returns attention weights when asked (output_attentions=True)
+    has_attention_weights = True
+
     def __init__(
         self,
         hidden_size: int,

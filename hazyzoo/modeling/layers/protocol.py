@@ -56,6 +56,8 @@ class SequenceMixer(Protocol):
     """
 
     layer_idx: int | None
+    # Optional class attribute: True for mixers that return attention weights when the model is
+    # called with ``output_attentions=True`` (a model none of whose mixers do refuses the flag).
 
     @classmethod
     def from_config(cls, config: PreTrainedConfig, layer_idx: int) -> SequenceMixer: ...

@@ -11,6 +11,8 @@ with the sequence:
   validity mask for left padding;
 * :class:`InputHistoryLayer`: a ring buffer of the last ``capacity`` inputs of a layer, for
   long-convolution (Hyena, FFT) decoding;
+* :class:`SsmStateLayer`: the state of a linear state-space recurrence (RTF's companion form,
+  or any SSM mixer's), ``ssm_state`` [batch, state_size, channels] in float32;
 * :class:`StatelessLayer`: for blocks whose mixer keeps no state (it only counts positions).
 
 :class:`FullAttentionLayer` is the exception, documented as such: full softmax attention must see
@@ -158,6 +160,17 @@ class LinearAttentionStateLayer(HazyCacheLayer):
     """
 
     batch_states = ("kv_state", "k_state")
+
+
+class SsmStateLayer(HazyCacheLayer):
+    """State of a linear state-space recurrence: ``ssm_state`` [batch, state_size, channels]
+    (float32; channels last, so one decode step reads and writes it coalesced).
+
+    The mixer owns what the state means (RTF: the companion-form state in input-corrected
+    coordinates, see :mod:`hazyzoo.kernels.rtf`) and updates it in place on decode steps.
+    """
+
+    batch_states = ("ssm_state",)
 
 
 class ConvStateLayer(HazyCacheLayer):

@@ -87,7 +87,23 @@ CARD_SETTINGS: dict[str, dict[str, Any]] = {
         "tokenizer": "gpt2",
         "tokenizer_vocab_size": 50257,
     },
+    "hazyzoo_rtf": {
+        "template": "rtf.md",
+        "pipeline_tag": "text-generation",
+        # heads whose task differs from the model type's default
+        "pipeline_tags": {"RtfForSequenceClassification": "text-classification"},
+        "tags": ["hazyzoo", "rtf", "state-space-model", "transfer-function", "recurrent"],
+        "license": "apache-2.0",
+        "tokenizer": "gpt2",
+        "tokenizer_vocab_size": 50257,
+    },
 }
+
+
+def head_class(config: dict[str, Any]) -> str | None:
+    """The head class a checkpoint was saved from (``architectures[0]`` of its config)."""
+    architectures = config.get("architectures") or []
+    return architectures[0] if architectures else None
 
 
 def released_tokenizer(config: dict[str, Any]) -> str | None:
@@ -180,9 +196,10 @@ def build_model_card(
             f"no model-card template for model_type {model_type!r}; known: {sorted(CARD_SETTINGS)}"
         )
     settings = CARD_SETTINGS[model_type]
+    head = head_class(config)
     meta: dict[str, Any] = {
         "library_name": "hazyzoo",
-        "pipeline_tag": settings["pipeline_tag"],
+        "pipeline_tag": settings.get("pipeline_tags", {}).get(head, settings["pipeline_tag"]),
         "license": settings["license"],
         **(metadata or {}),
     }
@@ -221,6 +238,7 @@ def build_model_card(
         tokenizer=released_tokenizer(config),
         tokenizer_in_repo=tokenizer_in_repo,
         remote_code=bool(config.get("auto_map")),
+        head_class=head,
     )
 
 

@@ -32,6 +32,7 @@ def test_every_op_is_registered():
         "attention_with_lse",
         "merge_attention",
         "rms_norm",
+        "rtf_step",
         "taylor_attention_parallel",
         "taylor_attention_state",
         "taylor_attention_step",

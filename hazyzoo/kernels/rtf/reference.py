@@ -38,8 +38,13 @@ __all__ = [
     "constrain_denominator",
     "exact_realization",
     "fft_size",
+    "free_response",
     "kernel_from_realization",
     "numerator_coefficients",
+    "periodic_inverse",
+    "prefill_state",
+    "recurrent_realization",
+    "recurrent_step_reference",
     "reference_corrected_numerator",
     "reference_step_kernel",
     "rtf_kernel",
@@ -95,12 +100,16 @@ def companion_matrix(a: Tensor) -> Tensor:
 
 def numerator_coefficients(a: Tensor, b: Tensor, trunc_len: int, convention: str) -> Tensor:
     """The numerator whose rFFT the kernel divides by the denominator's, as coefficients of
-    ``z^0, z^-1, ...``: ``[0, b]`` for ``"rtf"``, ``b (I - A^T)`` for ``"rtf2"``."""
+    ``z^0, z^-1, ...``: ``[0, b]`` for ``"rtf"``, ``b (I - A^T)`` for ``"rtf2"``. ``a`` may
+    have fewer rows than ``b`` (shared denominators, see :func:`rtf_kernel`)."""
     if convention == "rtf":
         return torch.cat([torch.zeros_like(b[:, :1]), b], dim=-1)
     if convention == "rtf2":
         eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-        power = torch.linalg.matrix_power(companion_matrix(a), trunc_len)
+        power = torch.linalg.matrix_power(companion_matrix(a), trunc_len)  # per shared row
+        per = b.shape[0] // a.shape[0]
+        if per > 1:
+            power = power.repeat_interleave(per, dim=0)
         return (b.unsqueeze(-2) @ (eye - power)).squeeze(-2)
     raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
 
@@ -112,13 +121,20 @@ def rtf_kernel(
     transfer function, from one rFFT of the coefficients on the ``fft_size(trunc_len)`` grid.
 
     Args:
-        a: denominators ``[C, N]`` (one row per channel), b: numerators ``[C, N]``,
-        h0: feed-through ``[C]``.
+        a: denominators ``[R, N]``, shared by ``C // R`` consecutive channels each (``R = C``:
+            one per channel); b: numerators ``[C, N]``; h0: feed-through ``[C]``.
     """
+    channels = b.shape[0]
+    if channels % a.shape[0]:
+        raise ValueError(f"{a.shape[0]} denominator rows do not divide {channels} channels")
     n_fft = fft_size(trunc_len)
+    per = channels // a.shape[0]
     num = numerator_coefficients(a, b, trunc_len, convention)
     den = torch.cat([torch.ones_like(a[:, :1]), a], dim=-1)
-    spectrum = torch.fft.rfft(num, n=n_fft) / torch.fft.rfft(den, n=n_fft) + h0.unsqueeze(-1)
+    den_spec = torch.fft.rfft(den, n=n_fft)  # one transform per shared row
+    if per > 1:
+        den_spec = den_spec.repeat_interleave(per, dim=0)
+    spectrum = torch.fft.rfft(num, n=n_fft) / den_spec + h0.unsqueeze(-1)
     return torch.fft.irfft(spectrum, n=n_fft)[:, :length]
 
 
@@ -227,3 +243,145 @@ def reference_step_kernel(
     # y_t = c . (A x_t + e_1 u_t) + h0 u_t: readout c A, direct term h0 + c_1
     readout = (c.unsqueeze(-2) @ companion_matrix(a)).squeeze(-2)
     return kernel_from_realization(a, readout, h0 + c[:, 0], length)
+
+
+# --- the recurrent mode used by the models ---------------------------------------------------
+#
+# The models keep the state in "input-corrected" coordinates z = (I - A^n)^-1 x (n =
+# fft_size(trunc_len)), which obey the same companion recurrence with the corrected input
+# vector v = (I - A^n)^-1 e_1:
+#
+#     y_t = d u_t + c . z_t,        z_{t+1} = A z_t + v u_t,        z_0 = 0,
+#
+# where c is the strictly proper numerator itself (``b`` for "rtf"). Its impulse response is
+# the conv kernel on the whole FFT grid (c . A^(t-1) v = c' A^(t-1) e_1). In these coordinates
+# the state after a prompt comes from one more FFT convolution: z_L[0] is the prompt filtered
+# by the periodic inverse of A(z) on the n-point grid, psi = irfft(1 / rfft([1, a], n)), since
+# psi_t = e_1 . A^t v for 0 <= t < n.
+
+
+def periodic_inverse(a: Tensor, trunc_len: int) -> Tensor:
+    """``psi [R, n]``: the n-periodic inverse of ``A(z)`` on the ``n = fft_size(trunc_len)``
+    grid (``psi`` circularly convolved with ``[1, a]`` is a unit impulse); equal to
+    ``e_1 . A^t (I - A^n)^-1 e_1`` for ``0 <= t < n``."""
+    n_fft = fft_size(trunc_len)
+    den = torch.cat([torch.ones_like(a[:, :1]), a], dim=-1)
+    return torch.fft.irfft(1.0 / torch.fft.rfft(den, n=n_fft), n=n_fft)
+
+
+def recurrent_realization(
+    a: Tensor,
+    b: Tensor,
+    h0: Tensor,
+    trunc_len: int,
+    convention: str = "rtf",
+    reference_recurrence: bool = False,
+) -> dict[str, Tensor]:
+    """The recurrence ``y_t = d u_t + c . z_t``, ``z_{t+1} = A z_t + v u_t`` per channel.
+
+    Args:
+        a: per-channel denominators ``[C, N]`` (float64 recommended: the correction solves
+            ``I - A^n``), b: numerators ``[C, N]``, h0: ``[C]``.
+        reference_recurrence: the released code's ``step`` instead of the exact one (its
+            impulse response is not its own conv kernel; kept for parity).
+
+    Returns:
+        ``{"a", "v", "c": [C, N], "d": [C], "power": [C, N, N]}`` with ``power = A^n``; ``x =
+        z - A^n z`` is the plain companion state ``sum_s A^(t-1-s) e_1 u_s``.
+    """
+    n_fft = fft_size(trunc_len)
+    mat = companion_matrix(a)
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(mat)
+    power = torch.linalg.matrix_power(mat, n_fft)
+    e1 = torch.zeros_like(a)
+    e1[:, 0] = 1.0
+    v = torch.linalg.solve(eye - power, e1.unsqueeze(-1)).squeeze(-1)
+    if reference_recurrence:
+        if convention == "rtf":
+            readout = reference_corrected_numerator(a, b, trunc_len)
+            direct = h0
+        elif convention == "rtf2":  # y_t = b . x_{t+1} + h0 u_t = (b A) . x_t + (h0 + b_1) u_t
+            readout = (b.unsqueeze(-2) @ mat).squeeze(-2)
+            direct = h0 + b[:, 0]
+        else:
+            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        # the released step reads the plain state x = (I - A^n) z
+        c = (readout.unsqueeze(-2) @ (eye - power)).squeeze(-2)
+        return {"a": a, "v": v, "c": c, "d": direct, "power": power}
+    c, g0 = _strictly_proper(a, b, h0, trunc_len, convention)
+    tail = (torch.linalg.matrix_power(mat, n_fft - 1) @ v.unsqueeze(-1)).squeeze(-1)
+    d = g0 + (c * tail).sum(-1)  # k[0] also holds the wrapped tail c' A^(n-1) e_1
+    return {"a": a, "v": v, "c": c, "d": d, "power": power}
+
+
+def recurrent_step_reference(
+    u: Tensor, state: Tensor, a: Tensor, v: Tensor, c: Tensor, d: Tensor
+) -> Tensor:
+    """One step for every (row, channel): returns ``y [B, C]`` and updates ``state`` in place.
+
+    Args:
+        u: ``[B, C]`` inputs; state: ``[B, N, C]`` float32 ``z_t`` (becomes ``z_{t+1}``);
+        a, v, c: ``[N, C]`` (state-major, as the state); d: ``[C]``.
+    """
+    z = state.float()
+    uf = u.float()
+    y = d * uf + (c * z).sum(1)
+    first = -(a * z).sum(1, keepdim=True)
+    shifted = torch.cat([first, z[:, :-1]], dim=1) + v * uf.unsqueeze(1)
+    state.copy_(shifted)
+    return y.to(u.dtype)
+
+
+def prefill_state(u: Tensor, psi: Tensor, v: Tensor, u_spec: Tensor | None = None) -> Tensor:
+    """``z_L [B, N, C]``: the state after reading ``u [B, L, C]`` from ``z_0 = 0``.
+
+    ``z_L[j] = (psi * u)[L-1-j] + sum_{m=1..j} v[m] u[L-1-j+m]`` (the first term by FFT, the
+    second a length-N convolution of the last N inputs), with ``psi [C, >= L]``,
+    ``v [C, N]``. ``u_spec``: ``rfft(u^T, 2L)`` when the caller has it already.
+    """
+    length = u.shape[1]
+    n_state = v.shape[-1]
+    n = 2 * length
+    if u_spec is None:
+        u_spec = torch.fft.rfft(u.transpose(1, 2).float(), n=n)
+    filtered = torch.fft.irfft(u_spec * torch.fft.rfft(psi[:, :length].float(), n=n), n=n)
+    filtered = filtered[..., :length]  # [B, C, L]: (psi * u)[t]
+    keep = min(n_state, length)
+    first = filtered[..., length - keep :].flip(-1)  # j = 0 .. keep-1 -> t = L-1-j
+    first = torch.nn.functional.pad(first, (0, n_state - keep))
+    # second term: reversed last-N inputs convolved with v[1:]
+    last = (
+        u[:, length - keep :].transpose(1, 2).float().flip(-1)
+    )  # [B, C, keep], last[j] = u[L-1-j]
+    last = torch.nn.functional.pad(last, (0, n_state - keep))
+    v_shift = torch.nn.functional.pad(v[:, 1:].float(), (1, 0))  # v'[0] = 0, v'[m] = v[m]
+    m = 2 * n_state
+    second = torch.fft.irfft(torch.fft.rfft(last, n=m) * torch.fft.rfft(v_shift, n=m), n=m)[
+        ..., :n_state
+    ]
+    return (first + second).transpose(1, 2).contiguous()
+
+
+def free_response(x: Tensor, a: Tensor, k: Tensor, length: int) -> Tensor:
+    """``f [B, length, C]``: the outputs the state contributes to the next ``length`` positions,
+    ``f_tau = c' A^tau x`` for the plain companion state ``x [B, N, C]``, from the conv kernel
+    ``k [C, >= length + N]`` (``k[t] = c' A^(t-1) e_1`` for ``t >= 1``): with ``a_0 = 1``,
+    ``f_tau = sum_r beta_r k[tau + r + 1]``, ``beta_r = sum_{i >= r} x_i a_{i - r}``.
+
+    Args:
+        a: per-channel denominators ``[C, N]``.
+    """
+    batch, n_state, channels = x.shape
+    if k.shape[-1] < length + n_state:
+        raise ValueError(f"the kernel must hold {length + n_state} taps, got {k.shape[-1]}")
+    coeffs = torch.cat([torch.ones_like(a[:, :1]), a[:, :-1]], dim=-1).float()  # a_0 .. a_{N-1}
+    idx = torch.arange(n_state, device=x.device)
+    lag = idx[:, None] - idx[None, :]  # i - r
+    toeplitz = coeffs[:, lag.clamp(min=0)] * (lag >= 0)  # [C, N(i), N(r)]
+    beta = torch.einsum("bic,cir->bcr", x.float(), toeplitz)  # [B, C, N]
+    taps = k[:, 1 : length + n_state].float()  # [C, length + N - 1]
+    taps = taps.unsqueeze(0).expand(batch, -1, -1).reshape(1, batch * channels, -1)
+    out = torch.nn.functional.conv1d(
+        taps, beta.reshape(batch * channels, 1, n_state), groups=batch * channels
+    )
+    return out.reshape(batch, channels, length).transpose(1, 2)

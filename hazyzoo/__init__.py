@@ -7,12 +7,18 @@ Nothing here needs ``datasets`` or ``evaluate`` and nothing is downloaded.
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+)
 
 from hazyzoo import hydragen
 from hazyzoo.collators import JrtDataCollator
 from hazyzoo.configuration.configuration_based import BASED_PRESETS, BasedConfig
 from hazyzoo.configuration.configuration_jrt import JRT_PRESETS, JrtConfig
+from hazyzoo.configuration.configuration_rtf import RTF_PRESETS, RtfConfig
 from hazyzoo.modeling.cache import HazyCache
 from hazyzoo.modeling.modeling_based import (
     BASED_LORA_TARGET_MODULES,
@@ -26,6 +32,13 @@ from hazyzoo.modeling.modeling_jrt import (
     JrtModel,
     JrtPreTrainedModel,
 )
+from hazyzoo.modeling.modeling_rtf import (
+    RTF_LORA_TARGET_MODULES,
+    RtfForCausalLM,
+    RtfForSequenceClassification,
+    RtfModel,
+    RtfPreTrainedModel,
+)
 
 __version__ = "0.2.0"
 
@@ -37,6 +50,7 @@ __version__ = "0.2.0"
 CAUSAL_LM_REGISTRY: dict[str, type] = {
     BasedConfig.model_type: BasedForCausalLM,
     JrtConfig.model_type: JrtForCausalLM,
+    RtfConfig.model_type: RtfForCausalLM,
 }
 ENCODER_REGISTRY: dict[str, type] = {}
 
@@ -48,6 +62,12 @@ def _register() -> None:
     AutoConfig.register(JrtConfig.model_type, JrtConfig, exist_ok=True)
     AutoModel.register(JrtConfig, JrtModel, exist_ok=True)
     AutoModelForCausalLM.register(JrtConfig, JrtForCausalLM, exist_ok=True)
+    AutoConfig.register(RtfConfig.model_type, RtfConfig, exist_ok=True)
+    AutoModel.register(RtfConfig, RtfModel, exist_ok=True)
+    AutoModelForCausalLM.register(RtfConfig, RtfForCausalLM, exist_ok=True)
+    AutoModelForSequenceClassification.register(
+        RtfConfig, RtfForSequenceClassification, exist_ok=True
+    )
     # attn_implementation="hydragen" for transformers' own attention models (Llama, Qwen2, ...)
     hydragen.register_hydragen()
 
@@ -61,6 +81,8 @@ __all__ = [
     "ENCODER_REGISTRY",
     "JRT_LORA_TARGET_MODULES",
     "JRT_PRESETS",
+    "RTF_LORA_TARGET_MODULES",
+    "RTF_PRESETS",
     "BasedConfig",
     "BasedForCausalLM",
     "BasedModel",
@@ -71,6 +93,11 @@ __all__ = [
     "JrtForCausalLM",
     "JrtModel",
     "JrtPreTrainedModel",
+    "RtfConfig",
+    "RtfForCausalLM",
+    "RtfForSequenceClassification",
+    "RtfModel",
+    "RtfPreTrainedModel",
     "__version__",
     "hydragen",
 ]

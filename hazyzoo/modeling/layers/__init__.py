@@ -21,6 +21,7 @@ from hazyzoo.modeling.layers.registry import (
     register_sequence_mixer,
 )
 from hazyzoo.modeling.layers.rotary import apply_rotary, rotary_cos_sin
+from hazyzoo.modeling.layers.rtf import RtfFilter, RtfMixer
 from hazyzoo.modeling.layers.sliding_window import SlidingWindowAttention
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "PrefixLinearAttention",
     "RMSNorm",
     "RotaryAttention",
+    "RtfFilter",
+    "RtfMixer",
     "SequenceMixer",
     "SlidingWindowAttention",
     "SwiGLUMLP",

@@ -13,10 +13,13 @@ import json
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from hazyzoo.kernels import rtf
 from tests.conftest import golden_dir
+from tests.kernels.conftest import HYPOTHESIS, requires_triton
 
 GOLDEN = [
     "rtf_causal_l1montel",
@@ -212,3 +215,153 @@ def test_bad_arguments_name_what_is_wrong():
         rtf.constrain_denominator(a, "l1_montel")
     with pytest.raises(ValueError, match="convention must be one of"):
         rtf.rtf_kernel(a, a, torch.zeros(2), 8, 8, convention="rtf3")
+
+
+# --- the recurrent mode of the models: input-corrected coordinates, Triton step -------------
+
+
+def _stable(channels: int, n: int, seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    a = (torch.rand(channels, n, generator=g, dtype=torch.float64) - 0.5) * 1.8 / n
+    b = torch.randn(channels, n, generator=g, dtype=torch.float64)
+    h0 = torch.randn(channels, generator=g, dtype=torch.float64)
+    return a, b, h0
+
+
+def _state_major(real: dict) -> tuple[torch.Tensor, ...]:
+    return (*(real[k].T.float().contiguous() for k in ("a", "v", "c")), real["d"].float())
+
+
+@pytest.mark.parametrize("convention", rtf.CONVENTIONS)
+@pytest.mark.parametrize("trunc_len", [21, 32])
+def test_recurrent_realization_reproduces_the_kernel(convention, trunc_len):
+    """Impulse response of ``y = d u + c . z``, ``z <- A z + v u`` == the conv kernel on the
+    whole FFT grid, odd and even ``trunc_len``."""
+    a, b, h0 = _stable(5, 4, 0)
+    n_fft = rtf.fft_size(trunc_len)
+    k = rtf.rtf_kernel(a, b, h0, trunc_len, n_fft, convention)
+    real = rtf.recurrent_realization(a, b, h0, trunc_len, convention)
+    dec, inp, out, d = _state_major(real)
+    state = torch.zeros(1, 4, 5)
+    impulse = [
+        rtf.recurrent_step_reference(torch.full((1, 5), float(t == 0)), state, dec, inp, out, d)[0]
+        for t in range(n_fft)
+    ]
+    assert_close(torch.stack(impulse, -1).double(), k, "impulse response", tol=1e-5)
+
+
+@pytest.mark.parametrize("length", [1, 3, 10, 32])
+def test_prefill_state_and_free_response_equal_stepping(length):
+    """The state after a prompt (one FFT) and the state's free response over the next
+    positions (from the kernel) both equal running the recurrence."""
+    trunc_len, n = 32, 4
+    a, b, h0 = _stable(6, n, 1)
+    real = rtf.recurrent_realization(a, b, h0, trunc_len)
+    dec, inp, out, d = _state_major(real)
+    g = torch.Generator().manual_seed(2)
+    u = torch.randn(2, trunc_len, 6, generator=g)
+    state = torch.zeros(2, n, 6)
+    ys = [rtf.recurrent_step_reference(u[:, t], state, dec, inp, out, d) for t in range(length)]
+    psi = rtf.periodic_inverse(a, trunc_len)
+    assert_close(rtf.prefill_state(u[:, :length], psi, real["v"].float()), state, "state", 1e-5)
+    rest = min(trunc_len - length, rtf.fft_size(trunc_len) - n)
+    if rest:
+        k = rtf.rtf_kernel(a, b, h0, trunc_len, rtf.fft_size(trunc_len)).float()
+        plain = state - torch.einsum("cij,bjc->bic", real["power"].float(), state)
+        want = torch.stack(
+            [
+                rtf.recurrent_step_reference(torch.zeros(2, 6), state, dec, inp, out, d)
+                for _ in range(rest)
+            ],
+            1,
+        )
+        assert_close(rtf.free_response(plain, a.float(), k, rest), want, "free response", 1e-5)
+    assert len(ys) == length
+
+
+@pytest.mark.parametrize(
+    "name", ["rtf_causal_l1montel", "rtf_causal_numa2_noconstraint", "rtf2_causal"]
+)
+def test_reference_recurrence_reproduces_the_released_step(name):
+    """``reference_recurrence=True`` is the released ``step`` (not its conv): its impulse
+    response is the golden ``k_step_corrected`` / ``k_step`` and its outputs over ``u`` the
+    golden ``y_step_corrected``."""
+    config, weights, inputs, outputs = load_golden(name)
+    p = reference_parameters(config, weights)
+    real = rtf.recurrent_realization(
+        p["a_full"].double(),
+        p["b"].double(),
+        p["h0"].double(),
+        p["trunc_len"],
+        p["convention"],
+        reference_recurrence=True,
+    )
+    dec, inp, out, d = _state_major(real)
+    want_k = outputs["k_step_corrected" if "k_step_corrected" in outputs else "k_step"]
+    state = torch.zeros(1, dec.shape[0], p["channels"])
+    steps = want_k.shape[-1]
+    k = torch.stack(
+        [
+            rtf.recurrent_step_reference(
+                torch.ones(1, p["channels"]) * (t == 0), state, dec, inp, out, d
+            )[0]
+            for t in range(steps)
+        ],
+        -1,
+    )
+    assert_close(k, want_k, "reference step kernel")
+    if "y_step_corrected" in outputs:
+        u = inputs["u"]
+        state = torch.zeros(u.shape[0], dec.shape[0], p["channels"])
+        y = torch.stack(
+            [
+                rtf.recurrent_step_reference(u[:, t], state, dec, inp, out, d)
+                for t in range(u.shape[1])
+            ],
+            1,
+        )
+        assert_close(y, outputs["y_step_corrected"], "reference step outputs")
+
+
+@requires_triton
+@HYPOTHESIS
+@given(
+    batch=st.integers(1, 3),
+    n_state=st.integers(1, 20),
+    channels=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_triton_step_matches_reference(batch, n_state, channels, seed):
+    """The Triton step (several state blocks and channel blocks, ragged edges) == the
+    reference, output and in-place state, on random inputs."""
+    from hazyzoo.kernels.rtf.recurrent import rtf_step_triton
+
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(batch, channels, generator=g)
+    state = torch.randn(batch, n_state, channels, generator=g)
+    params = [torch.randn(n_state, channels, generator=g) for _ in range(3)]
+    d = torch.randn(channels, generator=g)
+    ref_state, tri_state = state.clone(), state.clone()
+    want = rtf.recurrent_step_reference(u, ref_state, *params, d)
+    got = rtf_step_triton(u, tri_state, *params, d)
+    assert_close(got, want, "y", tol=1e-5)
+    assert_close(tri_state, ref_state, "state", tol=1e-5)
+
+
+def test_step_rejects_bad_inputs():
+    u, state, dec, inp, out, d = (
+        torch.randn(2, 3),
+        torch.randn(2, 4, 3),
+        torch.randn(4, 3),
+        torch.randn(4, 3),
+        torch.randn(4, 3),
+        torch.randn(3),
+    )
+    with pytest.raises(ValueError, match="state must be"):
+        rtf.rtf_step(u, state[:, :, :2], dec, inp, out, d)
+    with pytest.raises(ValueError, match="decay must be"):
+        rtf.rtf_step(u, state, dec[:3], inp, out, d)
+    with pytest.raises(ValueError, match="state has dtype"):
+        rtf.rtf_step(u, state.double(), dec, inp, out, d)
+    with pytest.raises(ValueError, match="input must be contiguous"):
+        rtf.rtf_step(u, state, dec, torch.randn(3, 4).T, out, d)

@@ -192,16 +192,19 @@ class RtfFilter(nn.Module):
         a_rows = self.denominators().double()
         per = self.channels // self.num_a
         a = a_rows.repeat_interleave(per, dim=0) if per > 1 else a_rows
-        real = ops.recurrent_realization(
-            a,
-            self.numerators().double(),
-            self.h_0.double(),
-            self.trunc_len,
-            self.convention,
-            self.reference_recurrence,
-        )
-        bad = [n for n in ("v", "c", "d") if not torch.isfinite(real[n]).all()]
-        if bad:
+        try:
+            real = ops.recurrent_realization(
+                a,
+                self.numerators().double(),
+                self.h_0.double(),
+                self.trunc_len,
+                self.convention,
+                self.reference_recurrence,
+            )
+            finite = all(torch.isfinite(real[n]).all() for n in ("v", "c", "d", "power"))
+        except torch.linalg.LinAlgError:  # I - A^n singular, or A^n overflowed
+            finite = False
+        if not finite:
             raise ValueError(
                 "the recurrent form of this RTF filter is not finite: its denominator has a pole "
                 "on or outside the unit circle, where the state grows without bound (the "

@@ -365,3 +365,11 @@ def test_step_rejects_bad_inputs():
         rtf.rtf_step(u, state.double(), dec, inp, out, d)
     with pytest.raises(ValueError, match="input must be contiguous"):
         rtf.rtf_step(u, state, dec, torch.randn(3, 4).T, out, d)
+
+
+@pytest.mark.parametrize("length", [1, 5, 64])
+def test_direct_causal_conv_equals_the_fft_one(length):
+    """The short-kernel route (cuDNN's direct convolution on the GPU) == the FFT convolution."""
+    g = torch.Generator().manual_seed(length)
+    u, k = torch.randn(2, length, 6, generator=g), torch.randn(6, length, generator=g)
+    assert_close(rtf.causal_conv_direct(u, k), rtf.causal_conv(u, k), "direct conv", tol=1e-5)

@@ -65,13 +65,28 @@ def _rtf_step_kernel(
 
 
 def rtf_step_triton(
-    u: Tensor, state: Tensor, decay: Tensor, input: Tensor, readout: Tensor, direct: Tensor
+    u: Tensor,
+    state: Tensor,
+    decay: Tensor,
+    input: Tensor,
+    readout: Tensor,
+    direct: Tensor,
+    *,
+    block_c: int | None = None,
+    block_n: int | None = None,
+    num_warps: int = 2,
 ) -> Tensor:
-    """Triton implementation of :func:`~hazyzoo.kernels.rtf.rtf_step` (same contract)."""
+    """Triton implementation of :func:`~hazyzoo.kernels.rtf.rtf_step` (same contract); the
+    block sizes are keyword options for tuning. Defaults from a sweep on an H200 (N 64, 768
+    channels, batch 1 to 1024; benchmarks/rtf_kernels.py): two warps, 64 state rows per block,
+    32 channels per program up to batch 16 (more programs) and 64 above."""
     batch, n_state, channels = state.shape
     y = u.new_empty(batch, channels)
-    block_c = min(32 if INTERPRETED else 64, next_power_of_2(channels))
-    block_n = min(8 if INTERPRETED else 32, next_power_of_2(n_state))
+    if block_c is None:
+        block_c = 32 if INTERPRETED or batch <= 16 else 64
+        block_c = min(block_c, next_power_of_2(channels))
+    if block_n is None:
+        block_n = min(8 if INTERPRETED else 64, next_power_of_2(n_state))
     grid = (triton.cdiv(channels, block_c), batch)
     with device_guard(state):
         _rtf_step_kernel[grid](
@@ -89,6 +104,6 @@ def rtf_step_triton(
             y.stride(0),
             BLOCK_N=block_n,
             BLOCK_C=block_c,
-            num_warps=4,
+            num_warps=num_warps,
         )
     return y

@@ -42,6 +42,19 @@ from hazyzoo.kernels import rtf as ops
 from hazyzoo.modeling.cache import SsmStateLayer
 from hazyzoo.modeling.layers.registry import register_sequence_mixer
 
+# Up to this length a causal convolution on CUDA runs as cuDNN's direct depthwise convolution,
+# which beats the FFT there (H200, B 16 x 768 channels: 0.054 vs 0.099 ms at 64 taps, equal at
+# 128; benchmarks/RESULTS.md).
+DIRECT_CONV_MAX_LENGTH = 64
+
+
+def causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The causal convolution by the faster route: direct on CUDA for short kernels, else FFT."""
+    if u.is_cuda and u.shape[1] <= DIRECT_CONV_MAX_LENGTH:
+        return ops.causal_conv_direct(u, k)
+    return ops.causal_conv(u, k)
+
+
 _ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "identity": nn.Identity}
 
 
@@ -166,7 +179,7 @@ class RtfFilter(nn.Module):
         if self.bidirectional:
             y = ops.bidirectional_conv(x, k[: self.channels], k[self.channels :])
         else:
-            y = ops.causal_conv(x, k)
+            y = causal_conv(x, k)
         return y.to(u.dtype)
 
     # --- recurrent mode --------------------------------------------------------------------
@@ -274,7 +287,7 @@ class RtfFilter(nn.Module):
             chunk = u[:, start : start + piece].float()
             length = chunk.shape[1]
             plain = state - self._apply_rows(r["power"], state)  # x = (I - A^n) z
-            y = ops.causal_conv(chunk, r["kernel"][:, :length])
+            y = causal_conv(chunk, r["kernel"][:, :length])
             y = y + ops.free_response(plain, a_full, r["kernel"], length)
             step_power = torch.linalg.matrix_power(
                 ops.companion_matrix(r["a_rows"].double()), length

@@ -41,11 +41,54 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    if args.architecture == "rtf":
+        return _convert_rtf(args)
+    rtf_flags = [f for f, d in _RTF_FLAGS.items() if getattr(args, d) not in (None, False)]
+    if rtf_flags:
+        raise ValueError(f"{', '.join(rtf_flags)}: only for `hazyzoo convert rtf`")
     if args.architecture == "jrt":
         from hazyzoo.conversion.jrt import convert_jrt as convert
     else:
         from hazyzoo.conversion.based import convert_based as convert
     return _convert_reference(args, convert)
+
+
+# The flags of `convert rtf` -> their argparse dest (the reference constructor's names).
+_RTF_FLAGS = {
+    "--reference-config": "reference_config",
+    "--d-model": "d_model",
+    "--state-size": "state_size",
+    "--trunc-len": "trunc_len",
+    "--num-a": "num_a",
+    "--bidirectional": "bidirectional",
+    "--init": "init",
+    "--constraint": "constraint",
+    "--rtf-class": "rtf_class",
+    "--base": "base",
+    "--filters-only": "filters_only",
+}
+
+
+def _convert_rtf(args: argparse.Namespace) -> int:
+    from hazyzoo.conversion.rtf import convert_rtf, reference_arguments
+
+    names = ("d_model", "state_size", "trunc_len", "num_a", "bidirectional", "init", "constraint")
+    overrides = {name: getattr(args, name) for name in names}
+    overrides["class"] = args.rtf_class  # the key of the reference-config JSON
+    reference = reference_arguments(args.reference_config, overrides)
+    result = convert_rtf(
+        args.src,
+        args.out,
+        **reference,
+        base=args.base,
+        filters_only=args.filters_only,
+        overwrite=args.overwrite,
+        base_model=args.base_model,
+        tokenizer=args.tokenizer,
+        remote_code=args.remote_code,
+    )
+    print("\n".join(result.report()))
+    return 0
 
 
 def _convert_reference(args: argparse.Namespace, convert) -> int:
@@ -211,8 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("convert", help="convert a released reference checkpoint")
-    p.add_argument("architecture", choices=["based", "jrt"])
-    p.add_argument("src", help="directory with the reference config.json and weights")
+    p.add_argument("architecture", choices=["based", "jrt", "rtf"])
+    p.add_argument(
+        "src",
+        help="directory with the reference config.json and weights (rtf: a checkpoint file, "
+        ".safetensors or a torch .pt/.pth/.bin/.ckpt, with reference RTF layers)",
+    )
     p.add_argument("out", help="output directory for the hazyzoo checkpoint (new or empty)")
     p.add_argument("--base-model", default=None, help="Hub id of the source, for the card")
     p.add_argument(
@@ -228,6 +275,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--overwrite", action="store_true", help="write into a non-empty OUT, replacing files"
+    )
+    g = p.add_argument_group(
+        "rtf",
+        "the reference RTF constructor's arguments, and where the rest of the model comes from",
+    )
+    g.add_argument(
+        "--reference-config",
+        metavar="ARGS.json",
+        help="a JSON object of the constructor's arguments (d_model, state_size, trunc_len, "
+        "num_a, bidirectional, init, constraint, dropout, class); flags given override it",
+    )
+    g.add_argument("--d-model", type=int, default=None)
+    g.add_argument("--state-size", type=int, default=None)
+    g.add_argument("--trunc-len", type=int, default=None)
+    g.add_argument("--num-a", type=int, default=None, help="default: d_model")
+    g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--init", default=None, help="zeros (default), xavier or montel")
+    g.add_argument("--constraint", default=None, help="no (default) or l1_montel")
+    g.add_argument("--rtf-class", default=None, help="RTF (default) or RTF2")
+    g.add_argument(
+        "--base",
+        default=None,
+        metavar="DIR",
+        help="a hazyzoo RTF checkpoint to take every weight but the filters from (and its "
+        "head, width, depth and tokenizer)",
+    )
+    g.add_argument(
+        "--filters-only",
+        action="store_true",
+        help="initialise every weight but the filters freshly (not a trained model)",
     )
     p.set_defaults(func=_cmd_convert)
 

@@ -33,6 +33,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         from hazyzoo.demo_jrt import run_jrt_demo
 
         run_jrt_demo(out, seed=args.seed, quick=args.quick)
+    elif args.which == "rtf":
+        from hazyzoo.demo_rtf import run_rtf_demo
+
+        run_rtf_demo(out, seed=args.seed, quick=args.quick)
     else:
         from hazyzoo.demo import run_demo
 
@@ -245,9 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="based (default): MQAR, a tiny BASED vs a Llama baseline, save, reload; "
-        "jrt: JRT-Prompt vs plain prompts, and JRT-RNN vs BASED vs Llama on MQAR orders",
+        "jrt: JRT-Prompt vs plain prompts, and JRT-RNN vs BASED vs Llama on MQAR orders; "
+        "rtf: bidirectional RTF vs S4D classifiers on sequential 8x8 digits",
     )
-    p.add_argument("which", nargs="?", choices=["based", "jrt"], default="based")
+    p.add_argument("which", nargs="?", choices=["based", "jrt", "rtf"], default="based")
     p.add_argument("--output-dir", default="demo_output", help="where data and models go")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")

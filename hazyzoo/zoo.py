@@ -56,10 +56,14 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry(
         "RTF",
         "Parnichkun et al. 2024, State-free inference of state-space models",
-        "SSM layer / causal LM",
-        "hazyzoo_rtf",
-        "planned",
-        "rational transfer function, FFT (state-free) prefill, recurrent decode",
+        "SSM mixer, causal LM, sequence classifier",
+        "hazyzoo_rtf: RtfForCausalLM, RtfForSequenceClassification; RtfFilter",
+        "available",
+        "the `rtf` mixer on the shared stack (Auto classes, generate with a fixed-size state, "
+        "Trainer, peft, Hub card), state-free FFT kernels for both conventions, constraints and "
+        "shared denominators, an exact recurrent decode (Triton step; the released recurrence "
+        "as an option), the bidirectional LRA classifier, converter from ruke1ire/RTF, "
+        "`hazyzoo demo rtf` (RTF vs S4D on sequential digits)",
     ),
     ZooEntry(
         "MAD",

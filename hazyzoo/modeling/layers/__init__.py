@@ -6,10 +6,13 @@ is one file plus one import line here.
 
 from hazyzoo.modeling.layers.attention import FullAttention, RotaryAttention, windowed_attention
 from hazyzoo.modeling.layers.base_conv import BaseConv
+from hazyzoo.modeling.layers.blockdiag import BlockDiagonalLinear
 from hazyzoo.modeling.layers.decoder import DecoderLayer
+from hazyzoo.modeling.layers.hyena_filter import ImplicitHyenaFilter
 from hazyzoo.modeling.layers.linear_attention import TaylorLinearAttention
 from hazyzoo.modeling.layers.mlp import MLP, SwiGLUMLP
 from hazyzoo.modeling.layers.moe import MoEMLP
+from hazyzoo.modeling.layers.monarch_mixer import MonarchGluMlp, MonarchMixerSequenceMixing
 from hazyzoo.modeling.layers.norm import LayerNorm, RMSNorm, build_norm
 from hazyzoo.modeling.layers.prefix_linear_attention import PrefixLinearAttention
 from hazyzoo.modeling.layers.protocol import ChannelMixer, MixerKwargs, MixerOutput, SequenceMixer
@@ -30,13 +33,17 @@ __all__ = [
     "NO_MIXER",
     "SEQUENCE_MIXERS",
     "BaseConv",
+    "BlockDiagonalLinear",
     "ChannelMixer",
     "DecoderLayer",
     "FullAttention",
+    "ImplicitHyenaFilter",
     "LayerNorm",
     "MixerKwargs",
     "MixerOutput",
     "MoEMLP",
+    "MonarchGluMlp",
+    "MonarchMixerSequenceMixing",
     "PrefixLinearAttention",
     "RMSNorm",
     "RotaryAttention",

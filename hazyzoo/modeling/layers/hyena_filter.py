@@ -1,0 +1,158 @@
+"""Hyena's implicit long filter: a kernel as a small sine-activated MLP of positional features.
+
+"Hyena hierarchy" (Poli et al. 2023) parametrises a length-L convolution kernel of C channels
+implicitly: complex-exponential positional features ``z(t)`` (time plus ``(emb_dim - 1) // 2``
+bands) go through ``Linear -> Sin -> (Linear -> Sin) x num_inner_mlps -> Linear(no bias)``, with
+``Sin(x) = sin(w_mod * freq * x)`` (one learned ``freq`` shared by every activation of the MLP,
+as in the reference, and ``w_mod`` a fixed multiplier), and the result is modulated by an
+exponential decay ``exp(-t |delta_c|)`` per channel. A bidirectional filter has a second MLP
+for the anti-causal kernel (same features, same ``freq``). ``bias`` is a per-channel skip ``D``:
+``y = conv(u, k) + D u``.
+
+Used by M2-BERT's Monarch Mixer (and by MAD's Hyena operators). The convolution is the zoo's one
+FFT long convolution (:mod:`hazyzoo.kernels.rtf`): causal, or bidirectional with the
+anti-causal kernel acting on the following tokens (``y[t] += sum_j k_rev[j] u[t + 1 + j]``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from hazyzoo.kernels import rtf as ops
+
+__all__ = ["ImplicitHyenaFilter", "hyena_positional_features", "reference_filter_key"]
+
+
+def hyena_positional_features(length: int, emb_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z [1, length, emb_dim], t [1, length, 1])``: ``t = linspace(0, 1, L)`` and
+    ``z = [t, Re exp(-i f w), Im exp(-i f w)]`` with ``w = 2 pi l / L`` and ``f`` the
+    ``(emb_dim - 1) // 2`` bands ``linspace(1e-4, bands - 1, bands)`` (Hyena's initial value)."""
+    if emb_dim < 3 or emb_dim % 2 == 0:
+        raise ValueError(f"emb_dim must be odd and >= 3 (time, cosine, sine), got {emb_dim}")
+    bands = (emb_dim - 1) // 2
+    t = torch.linspace(0, 1, length)[None, :, None]
+    w = 2 * math.pi * torch.linspace(0, length - 1, length)[None, :, None] / length
+    f = torch.linspace(1e-4, bands - 1, bands)[None, None]
+    z = torch.exp(-1j * f * w)
+    return torch.cat([t, z.real, z.imag], dim=-1), t
+
+
+class _PositionalFeatures(nn.Module):
+    """Holds the learned features ``z`` and the fixed times ``t`` (reference names)."""
+
+    def __init__(self, length: int, emb_dim: int) -> None:
+        super().__init__()
+        z, t = hyena_positional_features(length, emb_dim)
+        self.z = nn.Parameter(z)
+        self.register_buffer("t", t)
+
+
+class _ExponentialModulation(nn.Module):
+    """``h * (exp(-t |deltas|) + shift)``, ``deltas`` fixed from the decay targets."""
+
+    def __init__(
+        self, channels: int, fast_decay_pct: float, slow_decay_pct: float, target: float
+    ) -> None:
+        super().__init__()
+        max_decay = math.log(target) / fast_decay_pct
+        min_decay = math.log(target) / slow_decay_pct
+        self.register_buffer("deltas", torch.linspace(min_decay, max_decay, channels)[None, None])
+
+
+class ImplicitHyenaFilter(nn.Module):
+    """An implicit long filter over ``channels`` for inputs up to ``max_length`` tokens.
+
+    Parameters: ``pos_emb.z`` ``[1, max_length, emb_dim]``, ``freq`` ``[1, order]``,
+    ``implicit_filter`` (and ``implicit_filter_rev`` when bidirectional): ``num_inner_mlps + 2``
+    Linear layers, the last without bias; ``bias`` ``[channels]`` (the skip ``D``). Buffers:
+    ``pos_emb.t``, ``modulation.deltas``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        order: int = 16,
+        emb_dim: int = 3,
+        max_length: int = 1024,
+        w: float = 1.0,
+        w_mod: float = 1.0,
+        bidirectional: bool = False,
+        num_inner_mlps: int = 2,
+        modulate: bool = True,
+        fast_decay_pct: float = 0.3,
+        slow_decay_pct: float = 1.5,
+        target: float = 1e-2,
+        shift: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.channels = channels
+        self.max_length = max_length
+        self.bidirectional = bidirectional
+        self.modulate = modulate
+        self.w_mod = w_mod
+        self.shift = shift
+        self.pos_emb = _PositionalFeatures(max_length, emb_dim)
+        self.freq = nn.Parameter(w * torch.ones(1, order))
+        self.implicit_filter = self._mlp(emb_dim, order, channels, num_inner_mlps)
+        self.implicit_filter_rev = (
+            self._mlp(emb_dim, order, channels, num_inner_mlps) if bidirectional else None
+        )
+        self.modulation = _ExponentialModulation(channels, fast_decay_pct, slow_decay_pct, target)
+        self.bias = nn.Parameter(torch.randn(channels))
+
+    @staticmethod
+    def _mlp(emb_dim: int, order: int, channels: int, inner: int) -> nn.ModuleList:
+        layers = [nn.Linear(emb_dim, order)] + [nn.Linear(order, order) for _ in range(inner)]
+        return nn.ModuleList([*layers, nn.Linear(order, channels, bias=False)])
+
+    def _check_length(self, length: int) -> None:
+        if length > self.max_length:
+            raise ValueError(
+                f"the input has {length} positions but the filter is defined for at most "
+                f"{self.max_length} (its positional features' length)"
+            )
+
+    def _run(self, mlp: nn.ModuleList, length: int) -> torch.Tensor:
+        h = self.pos_emb.z[:, :length]
+        for layer in mlp[:-1]:
+            h = torch.sin(self.w_mod * self.freq * layer(h))
+        h = mlp[-1](h)  # [1, L, C]
+        if self.modulate:
+            decay = torch.exp(-self.pos_emb.t[:, :length] * self.modulation.deltas.abs())
+            h = h * (decay + self.shift)
+        return h[0].transpose(0, 1)  # [C, L]
+
+    def kernels(self, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(k_fwd [C, length], k_rev [C, length] or None)``."""
+        self._check_length(length)
+        k_fwd = self._run(self.implicit_filter, length)
+        k_rev = self._run(self.implicit_filter_rev, length) if self.bidirectional else None
+        return k_fwd, k_rev
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """``u [B, L, C]`` -> ``conv(u, k) + D u`` in float32, returned in ``u.dtype``."""
+        length = u.shape[1]
+        k_fwd, k_rev = self.kernels(length)
+        x = u.float()
+        if k_rev is None:
+            y = ops.causal_conv(x, k_fwd.float())
+        else:
+            y = ops.bidirectional_conv(x, k_fwd.float(), k_rev.float())
+        return (y + x * self.bias.float()).to(u.dtype)
+
+
+def reference_filter_key(key: str) -> str | None:
+    """The hazyzoo name of a reference ``HyenaFilter`` key (relative to the filter), or None
+    for keys that fold into another one: the reference's MLP is an ``nn.Sequential`` with the
+    shared ``Sin`` at the odd slots (``implicit_filter.{1,3,5}.freq`` are one parameter, stored
+    once here as ``freq``) and Linears at the even ones."""
+    for mlp in ("implicit_filter_rev", "implicit_filter"):
+        if key.startswith(mlp + "."):
+            index, rest = key[len(mlp) + 1 :].split(".", 1)
+            if rest == "freq":
+                return "freq" if (mlp, index) == ("implicit_filter", "1") else None
+            return f"{mlp}.{int(index) // 2}.{rest}"
+    return key

@@ -1,0 +1,106 @@
+"""Monarch Mixer (M2) blocks: the gated long-convolution sequence mixer and the GLU MLP with
+block-diagonal matrices, as M2-BERT uses them ("Monarch Mixer", Fu et al. 2023).
+
+Sequence mixer, for ``u [B, L, d]``: ``[x1, x2, v] = short_conv(in_linear(u))`` (a depthwise
+causal convolution of width 3 over the ``3d`` projections), ``y = hyena(v * x1) * x2 +
+hyena2(u)`` (two bidirectional implicit Hyena filters; the second is the "residual long
+convolution" of the input itself), ``out_linear(y)``. No norm or residual around it: M2-BERT's
+layer is ``LayerNorm(mlp(mixer(h)) + mixer(h))``, the norm inside :class:`MonarchGluMlp`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hazyzoo.modeling.layers.blockdiag import BlockDiagonalLinear
+from hazyzoo.modeling.layers.hyena_filter import ImplicitHyenaFilter
+
+__all__ = ["MonarchGluMlp", "MonarchMixerSequenceMixing"]
+
+
+class MonarchMixerSequenceMixing(nn.Module):
+    """M2's sequence mixer (reference parameter names: ``in_linear``, ``short_filter``,
+    ``filter_fn``, ``filter_fn2``, ``out_linear``).
+
+    Padding: the released models read no mask (pads are tokens). With ``attention_mask``
+    given, positions where it is 0 are zeroed at the mixer's input and before each long
+    convolution, so they reach no real position: with right padding the real positions then
+    get exactly the outputs of the unpadded input.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        max_length: int,
+        filter_order: int = 16,
+        emb_dim: int = 3,
+        w: float = 10.0,
+        w_mod: float = 1.0,
+        bidirectional: bool = True,
+        residual_long_conv: bool = True,
+    ) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.residual_long_conv = residual_long_conv
+
+        def hyena() -> ImplicitHyenaFilter:
+            return ImplicitHyenaFilter(
+                hidden_size, filter_order, emb_dim, max_length, w, w_mod, bidirectional
+            )
+
+        self.filter_fn = hyena()
+        self.filter_fn2 = hyena() if residual_long_conv else None
+        self.in_linear = nn.Linear(hidden_size, 3 * hidden_size)
+        self.out_linear = nn.Linear(hidden_size, hidden_size)
+        width = 3 * hidden_size
+        self.short_filter = nn.Conv1d(width, width, kernel_size=3, groups=width, padding=2)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``hidden_states [B, L, d]`` -> ``[B, L, d]``; ``attention_mask [B, L]`` optional."""
+        length = hidden_states.shape[1]
+        keep = None if attention_mask is None else attention_mask[..., None].to(hidden_states.dtype)
+        u = hidden_states if keep is None else hidden_states * keep
+        proj = self.in_linear(u)
+        if keep is not None:
+            proj = proj * keep
+        mixed = self.short_filter(proj.transpose(1, 2))[..., :length].transpose(1, 2)
+        x1, x2, v = mixed.split(self.hidden_size, dim=-1)
+        gated = v * x1
+        if keep is not None:
+            gated = gated * keep
+        y = self.filter_fn(gated) * x2
+        if self.filter_fn2 is not None:
+            y = y + self.filter_fn2(u)
+        return self.out_linear(y)
+
+
+class MonarchGluMlp(nn.Module):
+    """``LayerNorm(wo(gelu(a) * b) + residual)`` with ``[a, b] = gated_layers(h)``, both
+    matrices block diagonal (reference names ``gated_layers`` (no bias), ``wo``, ``layernorm``;
+    exact erf GELU on the first half)."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        intermediate_size: int,
+        nblocks: int = 4,
+        eps: float = 1e-12,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.intermediate_size = intermediate_size
+        self.gated_layers = BlockDiagonalLinear(
+            hidden_size, 2 * intermediate_size, nblocks, bias=False
+        )
+        self.wo = BlockDiagonalLinear(intermediate_size, hidden_size, nblocks, bias=True)
+        self.dropout = nn.Dropout(dropout)
+        self.layernorm = nn.LayerNorm(hidden_size, eps=eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        gate, value = self.gated_layers(hidden_states).split(self.intermediate_size, dim=-1)
+        out = self.dropout(self.wo(F.gelu(gate) * value))
+        return self.layernorm(out + hidden_states)

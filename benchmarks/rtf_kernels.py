@@ -430,6 +430,7 @@ def model_decode(device: str, batches: list[int], new_tokens: int, rows: list, s
                     "bench": "model_decode",
                     "model": "rtf-wt103" if not small else "tiny",
                     "B": batch,
+                    "params": sum(p.numel() for p in model.parameters()),
                     "ms_per_step": per_step * 1e3,
                     "forward_ms_per_step": t_replay * 1e3,
                     "floor_ms": floor * 1e3,
@@ -440,19 +441,77 @@ def model_decode(device: str, batches: list[int], new_tokens: int, rows: list, s
             emit(rows, {"bench": "model_decode", "B": batch, "oom": True})
 
 
+def llama_decode(device: str, batches: list[int], new_tokens: int, rows: list, small: bool) -> None:
+    """The baseline a transformers user would run at the same width and depth: a Llama (768
+    wide, 12 layers, SwiGLU 2048 so the parameter count matches rtf-wt103's, tied embedding,
+    SDPA, bf16) with the default dynamic cache and with ``cache_implementation="static"``
+    (transformers compiles its decode step), each warmed up with two full-length runs so the
+    timed call does not recompile. Same prompt (128 tokens) and per-step method as
+    :func:`model_decode`."""
+    from transformers import LlamaForCausalLM
+
+    from benchmarks.generation_based import llama_like
+
+    rtf = RtfConfig.tiny() if small else RtfConfig.from_preset("rtf-wt103")
+    config = llama_like(rtf, rtf.hidden_size, rtf.num_hidden_layers, 64 if small else 2048)
+    if small:
+        config.num_attention_heads = config.num_key_value_heads = 2
+    else:
+        config.num_attention_heads = config.num_key_value_heads = 12
+    torch.manual_seed(0)
+    model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
+    model = model.to(device=device, dtype=torch.bfloat16).eval()
+    params = sum(p.numel() for p in model.parameters())
+    for method in ("default", "static-compiled"):
+        for batch in batches:
+            prompt = torch.randint(
+                1, config.vocab_size, (batch, 128 if not small else 8), device=device
+            )
+            kwargs = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
+            if method == "static-compiled":
+                kwargs["cache_implementation"] = "static"
+            try:
+
+                def run(tokens, kw=kwargs, ids=prompt):
+                    return model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, **kw)
+
+                run(new_tokens)
+                run(new_tokens)  # warm-up: compiles for this shape
+                run(1)
+                t_long = timed(lambda: run(new_tokens), device, 3)
+                t_short = timed(lambda: run(1), device, 3)
+                per_step = (t_long - t_short) / (new_tokens - 1)
+                emit(
+                    rows,
+                    {
+                        "bench": "llama_decode",
+                        "method": method,
+                        "B": batch,
+                        "params": params,
+                        "ms_per_step": per_step * 1e3,
+                        "tokens_per_s": batch / per_step,
+                    },
+                )
+            except torch.OutOfMemoryError:
+                emit(rows, {"bench": "llama_decode", "method": method, "B": batch, "oom": True})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument(
-        "--only", nargs="*", default=None, help="subset of: checks kernel layer conv step model"
+        "--only",
+        nargs="*",
+        default=None,
+        help="subset of: checks kernel layer conv step model llama",
     )
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     device = "cpu" if args.dry_run else "cuda"
     small = args.dry_run
     repeats = 1 if small else args.repeats
-    parts = set(args.only or ["checks", "kernel", "layer", "conv", "step", "model"])
+    parts = set(args.only or ["checks", "kernel", "layer", "conv", "step", "model", "llama"])
     rows: list = []
     emit(
         rows,
@@ -512,6 +571,8 @@ def main() -> None:
         )
     if "model" in parts:
         model_decode(device, [1, 2] if small else [1, 64, 256], 8 if small else 128, rows, small)
+    if "llama" in parts:
+        llama_decode(device, [1, 2] if small else [1, 64, 256], 8 if small else 128, rows, small)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)

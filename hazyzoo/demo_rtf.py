@@ -27,13 +27,19 @@ within the seeds' spread (360 test examples: one example is 0.003); the time gap
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import get_cosine_schedule_with_warmup
+from transformers import (
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    get_cosine_schedule_with_warmup,
+)
 
 from hazyzoo.configuration.configuration_rtf import RtfConfig
 from hazyzoo.modeling.layers.s4d import S4DFilter
@@ -139,14 +145,35 @@ def accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 
     return correct / len(x)
 
 
+class _EpochRecorder(TrainerCallback):
+    """Times each training epoch (evaluation excluded) and scores the test set after it."""
+
+    def __init__(self, data: dict[str, np.ndarray]) -> None:
+        self.data = data
+        self.seconds: list[float] = []
+        self.history: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        self.seconds.append(time.perf_counter() - self._start)
+        self.history.append(accuracy(model, self.data["x_test"], self.data["y_test"]))
+        model.train()
+
+
 def train_classifier(
     model: torch.nn.Module, data: dict[str, np.ndarray], settings: dict[str, Any], seed: int
 ) -> dict[str, Any]:
-    """AdamW with linear warm-up and cosine decay, clipping at 1; the test accuracy after every
-    epoch and the training seconds of every epoch (evaluation excluded)."""
-    x, y = torch.from_numpy(data["x_train"]), torch.from_numpy(data["y_train"])
+    """``Trainer`` with AdamW, linear warm-up and cosine decay, clipping at 1; the test
+    accuracy after every epoch and the training seconds of every epoch (evaluation excluded)."""
     batch, epochs = settings["batch_size"], settings["epochs"]
-    steps_per_epoch = -(-len(x) // batch)
+    rows = [
+        {"input_ids": torch.from_numpy(ids), "labels": torch.tensor(int(label))}
+        for ids, label in zip(data["x_train"], data["y_train"])
+    ]
+    total = epochs * -(-len(rows) // batch)
     # S4's and the RTF reference's convention: no weight decay on the filters' parameters.
     named = list(model.named_parameters())
     opt = torch.optim.AdamW(
@@ -159,28 +186,34 @@ def train_classifier(
         ],
         lr=settings["learning_rate"],
     )
-    total = epochs * steps_per_epoch
     schedule = get_cosine_schedule_with_warmup(
         opt, max(1, int(settings["warmup_fraction"] * total)), total
     )
-    generator = torch.Generator().manual_seed(seed)
-    history, seconds, losses = [], [], []
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(x), generator=generator)
-        start, loss_sum = time.perf_counter(), 0.0
-        for i in range(0, len(x), batch):
-            idx = order[i : i + batch]
-            loss = model(input_ids=x[idx], labels=y[idx]).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            schedule.step()
-            loss_sum += float(loss.detach()) * len(idx)
-        seconds.append(time.perf_counter() - start)
-        losses.append(loss_sum / len(x))
-        history.append(accuracy(model, data["x_test"], data["y_test"]))
+    recorder = _EpochRecorder(data)
+    with tempfile.TemporaryDirectory(prefix="hazyzoo-rtf-trainer-") as workdir:
+        args = TrainingArguments(
+            output_dir=workdir,
+            per_device_train_batch_size=batch,
+            num_train_epochs=epochs,
+            max_grad_norm=1.0,
+            logging_strategy="epoch",
+            save_strategy="no",
+            report_to=[],
+            seed=seed,
+            data_seed=seed,
+            use_cpu=True,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=rows,
+            optimizers=(opt, schedule),
+            callbacks=[recorder],
+        )
+        trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    history, seconds = recorder.history, recorder.seconds
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "filter_params": sum(p.numel() for n, p in named if ".filter." in n),

@@ -261,7 +261,8 @@ def test_prefill_state_and_free_response_equal_stepping(length):
     g = torch.Generator().manual_seed(2)
     u = torch.randn(2, trunc_len, 6, generator=g)
     state = torch.zeros(2, n, 6)
-    ys = [rtf.recurrent_step_reference(u[:, t], state, dec, inp, out, d) for t in range(length)]
+    for t in range(length):
+        rtf.recurrent_step_reference(u[:, t], state, dec, inp, out, d)
     psi = rtf.periodic_inverse(a, trunc_len)
     assert_close(rtf.prefill_state(u[:, :length], psi, real["v"].float()), state, "state", 1e-5)
     rest = min(trunc_len - length, rtf.fft_size(trunc_len) - n)
@@ -276,7 +277,6 @@ def test_prefill_state_and_free_response_equal_stepping(length):
             1,
         )
         assert_close(rtf.free_response(plain, a.float(), k, rest), want, "free response", 1e-5)
-    assert len(ys) == length
 
 
 @pytest.mark.parametrize(

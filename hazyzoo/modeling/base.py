@@ -86,9 +86,12 @@ class HazyPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
         """transformers' ``from_pretrained``, but strict: a damaged weight file or a weight of an
-        integer dtype is an error naming it, and weights that are missing, unexpected (for this class) or of the wrong
-        shape raise ``ValueError`` naming them instead of being logged and re-initialised
-        (pass ``ignore_mismatched_sizes=True`` to re-initialise mismatched ones on purpose)."""
+        integer dtype is an error naming it, and weights that are missing, unexpected (for this
+        class) or of the wrong shape raise ``ValueError`` naming them instead of being logged
+        and re-initialised (pass ``ignore_mismatched_sizes=True`` to re-initialise mismatched
+        ones on purpose). A class may list regular expressions of checkpoint keys it knowingly
+        drops in transformers' ``_keys_to_ignore_on_load_unexpected`` (a base model loaded from
+        a checkpoint with a head)."""
         from hazyzoo.validation import check_loading_info, check_state_dtypes
 
         local = Path(str(pretrained_model_name_or_path))
@@ -111,7 +114,12 @@ class HazyPreTrainedModel(PreTrainedModel):
         checked = dict(info)
         if allow_mismatch:
             checked.pop("mismatched_keys", None)
-        check_loading_info(checked, model_class=cls, path=pretrained_model_name_or_path)
+        check_loading_info(
+            checked,
+            model_class=cls,
+            path=pretrained_model_name_or_path,
+            ignore_unexpected=cls._keys_to_ignore_on_load_unexpected or (),
+        )
         return (model, info) if wants_info else model
 
     # --- saving and publishing -------------------------------------------------------------
@@ -179,7 +187,8 @@ class HazyPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """A module's ``_init_hazy_weights(config)`` hook when it has one; otherwise the
-        reference rules: Linear and Embedding normal(0, initializer_range), residual output
+        reference rules: Linear and Embedding normal(0, initializer_range) (an embedding's
+        ``padding_idx`` row zero), residual output
         projections scaled by 1/sqrt(2 * num_hidden_layers), depthwise convolutions
         uniform(+-1/sqrt(fan_in)), biases zero.
 
@@ -199,6 +208,11 @@ class HazyPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=std)
+            # A padding row starts at zero (as in transformers), unless the weight was loaded.
+            if module.padding_idx is not None and not getattr(
+                module.weight, "_is_hf_initialized", False
+            ):
+                init.zeros_(module.weight[module.padding_idx])
         elif isinstance(module, nn.Conv1d):
             bound = 1.0 / math.sqrt(module.weight.shape[1] * module.weight.shape[2])
             init.uniform_(module.weight, -bound, bound)

@@ -6,6 +6,9 @@ LoRA, accelerate's disk offload, the config's output switches. Generative behavi
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import pytest
 import torch
 import transformers
@@ -92,16 +95,20 @@ def test_every_class_derives_from_its_pretrained_base(model_type):
 
 def test_init_after_loading_keeps_weights_and_dtype(model_type, tmp_path):
     """``from_pretrained`` builds on the meta device and must not re-initialise what it loads,
-    in float32 and when asked for bfloat16; a fresh model's weights are finite and random."""
+    in float32 and when asked for bfloat16 (modules a model keeps in float32 through
+    transformers' ``_keep_in_fp32_modules_strict`` stay float32 and exact); a fresh model's
+    weights are finite and random."""
     model = make_model(model_type)
     for name, p in model.named_parameters():
         assert torch.isfinite(p).all(), name
     model.save_pretrained(tmp_path)
     half = type(model).from_pretrained(tmp_path, dtype=torch.bfloat16)
+    kept = [re.compile(p) for p in getattr(model, "_keep_in_fp32_modules_strict", None) or ()]
     for key, value in model.state_dict().items():
         got = half.state_dict()[key]
-        assert got.dtype == torch.bfloat16, key
-        assert torch.equal(got, value.to(torch.bfloat16)), key
+        want = torch.float32 if any(p.search(key) for p in kept) else torch.bfloat16
+        assert got.dtype == want, key
+        assert torch.equal(got, value.to(want)), key
     fresh = type(model)(model.config)
     for name, p in fresh.named_parameters():
         assert torch.isfinite(p).all(), name
@@ -109,8 +116,17 @@ def test_init_after_loading_keeps_weights_and_dtype(model_type, tmp_path):
             assert p.std() > 0, f"{name} was not initialised"
 
 
+def _accepts(model, argument: str) -> bool:
+    return argument in inspect.signature(model.forward).parameters
+
+
 def _loss(model, inputs) -> torch.Tensor:
-    out = model(**inputs, labels=inputs["input_ids"]) if "input_ids" in inputs else model(**inputs)
+    """The model's loss on its own inputs as labels, or the sum of its main output (models
+    without a ``labels`` argument, e.g. text encoders)."""
+    if "input_ids" in inputs and _accepts(model, "labels"):
+        out = model(**inputs, labels=inputs["input_ids"])
+    else:
+        out = model(**inputs)
     return out.loss if getattr(out, "loss", None) is not None else main_output(out).float().sum()
 
 
@@ -199,9 +215,11 @@ def test_disk_offload_with_device_map_gives_the_same_outputs(model_type, tmp_pat
         .eval()
     )
     inputs = model.example_inputs(2, 11, seed=3)
+    if _accepts(model, "use_cache"):  # encoders keep no cache and take no such argument
+        inputs["use_cache"] = False
     with torch.no_grad():
-        expected = main_output(model(**inputs, use_cache=False))
-        got = main_output(offloaded(**inputs, use_cache=False))
+        expected = main_output(model(**inputs))
+        got = main_output(offloaded(**inputs))
     assert torch.isfinite(got).all()
     assert torch.equal(got, expected)
 

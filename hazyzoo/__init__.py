@@ -11,13 +11,16 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
+    AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
+    AutoModelForTextEncoding,
 )
 
 from hazyzoo import hydragen
 from hazyzoo.collators import JrtDataCollator
 from hazyzoo.configuration.configuration_based import BASED_PRESETS, BasedConfig
 from hazyzoo.configuration.configuration_jrt import JRT_PRESETS, JrtConfig
+from hazyzoo.configuration.configuration_m2bert import M2BERT_PRESETS, M2BertConfig
 from hazyzoo.configuration.configuration_rtf import RTF_PRESETS, RtfConfig
 from hazyzoo.modeling.cache import HazyCache
 from hazyzoo.modeling.modeling_based import (
@@ -31,6 +34,13 @@ from hazyzoo.modeling.modeling_jrt import (
     JrtForCausalLM,
     JrtModel,
     JrtPreTrainedModel,
+)
+from hazyzoo.modeling.modeling_m2bert import (
+    M2BERT_LORA_TARGET_MODULES,
+    M2BertForMaskedLM,
+    M2BertForTextEncoding,
+    M2BertModel,
+    M2BertPreTrainedModel,
 )
 from hazyzoo.modeling.modeling_rtf import (
     RTF_LORA_TARGET_MODULES,
@@ -46,13 +56,17 @@ __version__ = "0.2.0"
 # tests (save/load, Auto classes, init, gradient checkpointing, LoRA, offload) run over both
 # registries, the generative ones (cache, generate) over the causal LMs. A model joins by being
 # listed here; its config class has a ``tiny()`` constructor and the model class a
-# ``lora_target_modules`` list.
+# ``lora_target_modules`` list. A key names one head class: the model_type itself for the
+# main head, ``<model_type>/<head>`` for further heads of the same model type.
 CAUSAL_LM_REGISTRY: dict[str, type] = {
     BasedConfig.model_type: BasedForCausalLM,
     JrtConfig.model_type: JrtForCausalLM,
     RtfConfig.model_type: RtfForCausalLM,
 }
-ENCODER_REGISTRY: dict[str, type] = {}
+ENCODER_REGISTRY: dict[str, type] = {
+    M2BertConfig.model_type: M2BertForTextEncoding,
+    f"{M2BertConfig.model_type}/masked_lm": M2BertForMaskedLM,
+}
 
 
 def _register() -> None:
@@ -68,6 +82,10 @@ def _register() -> None:
     AutoModelForSequenceClassification.register(
         RtfConfig, RtfForSequenceClassification, exist_ok=True
     )
+    AutoConfig.register(M2BertConfig.model_type, M2BertConfig, exist_ok=True)
+    AutoModel.register(M2BertConfig, M2BertModel, exist_ok=True)
+    AutoModelForTextEncoding.register(M2BertConfig, M2BertForTextEncoding, exist_ok=True)
+    AutoModelForMaskedLM.register(M2BertConfig, M2BertForMaskedLM, exist_ok=True)
     # attn_implementation="hydragen" for transformers' own attention models (Llama, Qwen2, ...)
     hydragen.register_hydragen()
 
@@ -93,6 +111,13 @@ __all__ = [
     "JrtForCausalLM",
     "JrtModel",
     "JrtPreTrainedModel",
+    "M2BERT_LORA_TARGET_MODULES",
+    "M2BERT_PRESETS",
+    "M2BertConfig",
+    "M2BertForMaskedLM",
+    "M2BertForTextEncoding",
+    "M2BertModel",
+    "M2BertPreTrainedModel",
     "RtfConfig",
     "RtfForCausalLM",
     "RtfForSequenceClassification",

@@ -45,6 +45,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    if args.head is not None and args.architecture != "m2bert":
+        raise ValueError("--head: only for `hazyzoo convert m2bert`")
     if args.architecture == "rtf":
         return _convert_rtf(args)
     rtf_flags = [f for f, d in _RTF_FLAGS.items() if getattr(args, d) not in (None, False)]
@@ -52,6 +54,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(rtf_flags)}: only for `hazyzoo convert rtf`")
     if args.architecture == "jrt":
         from hazyzoo.conversion.jrt import convert_jrt as convert
+    elif args.architecture == "m2bert":
+        from hazyzoo.conversion.m2bert import convert_m2bert
+
+        def convert(src: Path, out: Path | None):  # the other converters' signature
+            conversion = convert_m2bert(src, out, head=args.head)
+            print("\n".join(conversion.report()[1:]))
+            return conversion.model
+
     else:
         from hazyzoo.conversion.based import convert_based as convert
     return _convert_reference(args, convert)
@@ -259,10 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("convert", help="convert a released reference checkpoint")
-    p.add_argument("architecture", choices=["based", "jrt", "rtf"])
+    p.add_argument("architecture", choices=["based", "jrt", "m2bert", "rtf"])
     p.add_argument(
         "src",
-        help="directory with the reference config.json and weights (rtf: a checkpoint file, "
+        help="directory with the reference config.json and weights (m2bert: pytorch_model.bin "
+        "or *.safetensors; rtf: a checkpoint file, "
         ".safetensors or a torch .pt/.pth/.bin/.ckpt, with reference RTF layers)",
     )
     p.add_argument("out", help="output directory for the hazyzoo checkpoint (new or empty)")
@@ -280,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--overwrite", action="store_true", help="write into a non-empty OUT, replacing files"
+    )
+    p.add_argument(
+        "--head",
+        choices=["text-encoding", "masked-lm"],
+        default=None,
+        help="m2bert: the head to convert to (default: text-encoding when the weights have a "
+        "pooler, else masked-lm)",
     )
     g = p.add_argument_group(
         "rtf",

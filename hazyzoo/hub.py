@@ -87,6 +87,22 @@ CARD_SETTINGS: dict[str, dict[str, Any]] = {
         "tokenizer": "gpt2",
         "tokenizer_vocab_size": 50257,
     },
+    "hazyzoo_m2bert": {
+        "template": "m2bert.md",
+        "pipeline_tag": "feature-extraction",
+        "pipeline_tags": {"M2BertForMaskedLM": "fill-mask"},
+        "tags": [
+            "hazyzoo",
+            "m2-bert",
+            "monarch-mixer",
+            "long-context",
+            "retrieval",
+            "sentence-similarity",
+        ],
+        "license": "apache-2.0",
+        "tokenizer": "bert-base-uncased",
+        "tokenizer_vocab_size": 30522,
+    },
     "hazyzoo_rtf": {
         "template": "rtf.md",
         "pipeline_tag": "text-generation",
@@ -239,6 +255,7 @@ def build_model_card(
         tokenizer_in_repo=tokenizer_in_repo,
         remote_code=bool(config.get("auto_map")),
         head_class=head,
+        config=config,
     )
 
 

@@ -8,6 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from hazyzoo.conversion.based import read_reference_config
+from hazyzoo.conversion.m2bert import convert_m2bert_state_dict, m2bert_config_from_reference
 from hazyzoo.modeling.layers.blockdiag import BlockDiagonalLinear, block_diagonal_linear
 from hazyzoo.modeling.layers.hyena_filter import (
     ImplicitHyenaFilter,
@@ -19,31 +21,19 @@ from tests.conftest import golden_dir
 
 
 def golden_layer0(w_mod: float) -> tuple[MonarchMixerSequenceMixing, MonarchGluMlp, dict]:
+    """Layer 0 of the golden model, its weights mapped by the converter's key mapping."""
     path = golden_dir("m2_bert_tiny")
-    weights = load_file(path / "weights.safetensors")
+    config = m2bert_config_from_reference(read_reference_config(path))
+    state = convert_m2bert_state_dict(load_file(path / "weights.safetensors"), config)[0]
     outputs = load_file(path / "outputs.safetensors")
     mixer = MonarchMixerSequenceMixing(32, 64, filter_order=16, emb_dim=5, w=10, w_mod=w_mod)
-    state = {}
-    prefix = "encoder.layer.0.attention."
-    for key, value in weights.items():
-        if not key.startswith(prefix):
-            continue
-        rest = key[len(prefix) :]
-        if rest.startswith("filter_fn"):
-            name, inner = rest.split(".", 1)
-            mapped = reference_filter_key(inner)
-            if mapped is None:  # a shared Sin's other slots: equal to the one kept
-                torch.testing.assert_close(
-                    value, weights[prefix + name + ".implicit_filter.1.freq"]
-                )
-                continue
-            state[f"{name}.{mapped}"] = value
-        else:
-            state[rest] = value
-    mixer.load_state_dict(state, strict=True)
     mlp = MonarchGluMlp(32, 64, nblocks=4, eps=1e-12)
-    prefix = "encoder.layer.0.mlp."
-    mlp.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
+    for module, prefix in (
+        (mixer, "bert.encoder.layer.0.sequence_mixer."),
+        (mlp, "bert.encoder.layer.0.mlp."),
+    ):
+        own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        module.load_state_dict(own, strict=True)
     return mixer.eval(), mlp.eval(), outputs
 
 
@@ -130,3 +120,5 @@ def test_reference_filter_keys():
     assert reference_filter_key("implicit_filter.1.freq") == "freq"
     assert reference_filter_key("implicit_filter_rev.3.freq") is None
     assert reference_filter_key("pos_emb.z") == "pos_emb.z"
+    assert reference_filter_key("pos_emb.t") is None
+    assert reference_filter_key("modulation.deltas") is None

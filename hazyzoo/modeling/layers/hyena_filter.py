@@ -20,10 +20,16 @@ import math
 
 import torch
 from torch import nn
+from transformers import initialization as init
 
 from hazyzoo.kernels import rtf as ops
 
-__all__ = ["ImplicitHyenaFilter", "hyena_positional_features", "reference_filter_key"]
+__all__ = [
+    "ImplicitHyenaFilter",
+    "hyena_decay_rates",
+    "hyena_positional_features",
+    "reference_filter_key",
+]
 
 
 def hyena_positional_features(length: int, emb_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,35 +46,47 @@ def hyena_positional_features(length: int, emb_dim: int) -> tuple[torch.Tensor, 
     return torch.cat([t, z.real, z.imag], dim=-1), t
 
 
+def hyena_decay_rates(
+    channels: int, fast_decay_pct: float = 0.3, slow_decay_pct: float = 1.5, target: float = 1e-2
+) -> torch.Tensor:
+    """``deltas [1, 1, channels]``: per-channel decay rates of the exponential modulation,
+    ``linspace(log(target) / slow_decay_pct, log(target) / fast_decay_pct, channels)`` (a
+    channel's kernel falls to ``target`` after that fraction of the maximum length)."""
+    max_decay = math.log(target) / fast_decay_pct
+    min_decay = math.log(target) / slow_decay_pct
+    return torch.linspace(min_decay, max_decay, channels)[None, None]
+
+
 class _PositionalFeatures(nn.Module):
-    """Holds the learned features ``z`` and the fixed times ``t`` (reference names)."""
+    """Holds the learned features ``z`` (reference name ``pos_emb.z``); ``forward(L)`` returns
+    the first ``L`` rows (called as a module, so accelerate's offload hooks see the read)."""
 
     def __init__(self, length: int, emb_dim: int) -> None:
         super().__init__()
-        z, t = hyena_positional_features(length, emb_dim)
-        self.z = nn.Parameter(z)
-        self.register_buffer("t", t)
+        self.length, self.emb_dim = length, emb_dim
+        self.z = nn.Parameter(hyena_positional_features(length, emb_dim)[0])
 
+    def forward(self, length: int) -> torch.Tensor:
+        return self.z[:, :length]
 
-class _ExponentialModulation(nn.Module):
-    """``h * (exp(-t |deltas|) + shift)``, ``deltas`` fixed from the decay targets."""
-
-    def __init__(
-        self, channels: int, fast_decay_pct: float, slow_decay_pct: float, target: float
-    ) -> None:
-        super().__init__()
-        max_decay = math.log(target) / fast_decay_pct
-        min_decay = math.log(target) / slow_decay_pct
-        self.register_buffer("deltas", torch.linspace(min_decay, max_decay, channels)[None, None])
+    @torch.no_grad()
+    def _init_hazy_weights(self, config: object) -> None:
+        """Hyena's initial value of ``z`` (kept when ``from_pretrained`` loaded it)."""
+        if not getattr(self.z, "_is_hf_initialized", False):
+            self.z.copy_(hyena_positional_features(self.length, self.emb_dim)[0])
 
 
 class ImplicitHyenaFilter(nn.Module):
     """An implicit long filter over ``channels`` for inputs up to ``max_length`` tokens.
 
-    Parameters: ``pos_emb.z`` ``[1, max_length, emb_dim]``, ``freq`` ``[1, order]``,
+    Parameters: ``pos_emb.z`` ``[1, max_length, emb_dim]``, ``freq`` ``[order]``,
     ``implicit_filter`` (and ``implicit_filter_rev`` when bidirectional): ``num_inner_mlps + 2``
-    Linear layers, the last without bias; ``bias`` ``[channels]`` (the skip ``D``). Buffers:
-    ``pos_emb.t``, ``modulation.deltas``.
+    Linear layers, the last without bias; ``bias`` ``[channels]`` (the skip ``D``). The times
+    ``t = linspace(0, 1, max_length)`` and the decay rates (:func:`hyena_decay_rates`) are fixed
+    functions of the shape, computed in float32 when used rather than stored (the reference's
+    buffers ``pos_emb.t`` and ``modulation.deltas`` always hold exactly these values; keeping
+    them out of the state means a bfloat16 checkpoint cannot round them).
+
     """
 
     def __init__(
@@ -92,21 +110,28 @@ class ImplicitHyenaFilter(nn.Module):
         self.max_length = max_length
         self.bidirectional = bidirectional
         self.modulate = modulate
+        self.w = w
         self.w_mod = w_mod
         self.shift = shift
+        self.decay_pcts = (fast_decay_pct, slow_decay_pct, target)
         self.pos_emb = _PositionalFeatures(max_length, emb_dim)
-        self.freq = nn.Parameter(w * torch.ones(1, order))
+        self.freq = nn.Parameter(w * torch.ones(order))
         self.implicit_filter = self._mlp(emb_dim, order, channels, num_inner_mlps)
         self.implicit_filter_rev = (
             self._mlp(emb_dim, order, channels, num_inner_mlps) if bidirectional else None
         )
-        self.modulation = _ExponentialModulation(channels, fast_decay_pct, slow_decay_pct, target)
         self.bias = nn.Parameter(torch.randn(channels))
 
     @staticmethod
     def _mlp(emb_dim: int, order: int, channels: int, inner: int) -> nn.ModuleList:
         layers = [nn.Linear(emb_dim, order)] + [nn.Linear(order, order) for _ in range(inner)]
         return nn.ModuleList([*layers, nn.Linear(order, channels, bias=False)])
+
+    @torch.no_grad()
+    def _init_hazy_weights(self, config: object) -> None:
+        """Hyena's init of the filter's own parameters: ``freq = w``, ``D ~ N(0, 1)``."""
+        init.constant_(self.freq, self.w)
+        init.normal_(self.bias)
 
     def _check_length(self, length: int) -> None:
         if length > self.max_length:
@@ -116,13 +141,14 @@ class ImplicitHyenaFilter(nn.Module):
             )
 
     def _run(self, mlp: nn.ModuleList, length: int) -> torch.Tensor:
-        h = self.pos_emb.z[:, :length]
+        h = self.pos_emb(length)
         for layer in mlp[:-1]:
             h = torch.sin(self.w_mod * self.freq * layer(h))
         h = mlp[-1](h)  # [1, L, C]
         if self.modulate:
-            decay = torch.exp(-self.pos_emb.t[:, :length] * self.modulation.deltas.abs())
-            h = h * (decay + self.shift)
+            t = torch.linspace(0, 1, self.max_length, device=h.device)[:length, None]
+            deltas = hyena_decay_rates(self.channels, *self.decay_pcts).to(h.device)[0]
+            h = h * (torch.exp(-t * deltas.abs()) + self.shift)
         return h[0].transpose(0, 1)  # [C, L]
 
     def kernels(self, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -135,8 +161,8 @@ class ImplicitHyenaFilter(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """``u [B, L, C]`` -> ``conv(u, k) + D u`` in float32, returned in ``u.dtype``."""
         length = u.shape[1]
-        k_fwd, k_rev = self.kernels(length)
         x = u.float()
+        k_fwd, k_rev = self.kernels(length)
         if k_rev is None:
             y = ops.causal_conv(x, k_fwd.float())
         else:
@@ -146,9 +172,13 @@ class ImplicitHyenaFilter(nn.Module):
 
 def reference_filter_key(key: str) -> str | None:
     """The hazyzoo name of a reference ``HyenaFilter`` key (relative to the filter), or None
-    for keys that fold into another one: the reference's MLP is an ``nn.Sequential`` with the
-    shared ``Sin`` at the odd slots (``implicit_filter.{1,3,5}.freq`` are one parameter, stored
-    once here as ``freq``) and Linears at the even ones."""
+    for keys hazyzoo does not store: the reference's MLP is an ``nn.Sequential`` with one
+    shared ``Sin`` at the odd slots (``implicit_filter.{1,3,5}.freq`` and the reverse MLP's are
+    copies of one parameter, kept here once as ``freq``) and Linears at the even ones; its
+    buffers ``pos_emb.t`` and ``modulation.deltas`` are fixed functions of the shape. A
+    converter checks that every key mapped to None holds the value hazyzoo assumes."""
+    if key in ("pos_emb.t", "modulation.deltas"):
+        return None
     for mlp in ("implicit_filter_rev", "implicit_filter"):
         if key.startswith(mlp + "."):
             index, rest = key[len(mlp) + 1 :].split(".", 1)

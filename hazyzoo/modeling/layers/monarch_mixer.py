@@ -40,10 +40,13 @@ class MonarchMixerSequenceMixing(nn.Module):
         w_mod: float = 1.0,
         bidirectional: bool = True,
         residual_long_conv: bool = True,
+        input_norm: bool = False,
     ) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.residual_long_conv = residual_long_conv
+        # The reference's ``hyena_training_additions``: a LayerNorm (eps 1e-5) on the input.
+        self.layernorm = nn.LayerNorm(hidden_size) if input_norm else None
 
         def hyena() -> ImplicitHyenaFilter:
             return ImplicitHyenaFilter(
@@ -63,7 +66,8 @@ class MonarchMixerSequenceMixing(nn.Module):
         """``hidden_states [B, L, d]`` -> ``[B, L, d]``; ``attention_mask [B, L]`` optional."""
         length = hidden_states.shape[1]
         keep = None if attention_mask is None else attention_mask[..., None].to(hidden_states.dtype)
-        u = hidden_states if keep is None else hidden_states * keep
+        u = hidden_states if self.layernorm is None else self.layernorm(hidden_states)
+        u = u if keep is None else u * keep
         proj = self.in_linear(u)
         if keep is not None:
             proj = proj * keep
@@ -79,28 +83,43 @@ class MonarchMixerSequenceMixing(nn.Module):
 
 
 class MonarchGluMlp(nn.Module):
-    """``LayerNorm(wo(gelu(a) * b) + residual)`` with ``[a, b] = gated_layers(h)``, both
-    matrices block diagonal (reference names ``gated_layers`` (no bias), ``wo``, ``layernorm``;
-    exact erf GELU on the first half)."""
+    """``LayerNorm(wo(gelu(a) * b) + residual)`` with ``[a, b] = gated_layers(h)`` (reference
+    names ``gated_layers`` (no bias), ``wo``, ``layernorm``; exact erf GELU on the first half).
+
+    ``nblocks``: both matrices block diagonal with that many blocks (M2's Monarch MLP), or None
+    for dense ``nn.Linear`` layers. ``glu=False`` is the reference's plain ``BertMLP``:
+    ``LayerNorm(wo(gelu(gated_layers(h))) + h)`` with ``gated_layers`` of width
+    ``intermediate_size``.
+    """
 
     def __init__(
         self,
         hidden_size: int,
         intermediate_size: int,
-        nblocks: int = 4,
+        nblocks: int | None = 4,
         eps: float = 1e-12,
         dropout: float = 0.0,
+        glu: bool = True,
     ) -> None:
         super().__init__()
         self.intermediate_size = intermediate_size
-        self.gated_layers = BlockDiagonalLinear(
-            hidden_size, 2 * intermediate_size, nblocks, bias=False
-        )
-        self.wo = BlockDiagonalLinear(intermediate_size, hidden_size, nblocks, bias=True)
+        self.glu = glu
+        width = 2 * intermediate_size if glu else intermediate_size
+        if nblocks is None:
+            self.gated_layers = nn.Linear(hidden_size, width, bias=False)
+            self.wo = nn.Linear(intermediate_size, hidden_size)
+        else:
+            self.gated_layers = BlockDiagonalLinear(hidden_size, width, nblocks, bias=False)
+            self.wo = BlockDiagonalLinear(intermediate_size, hidden_size, nblocks, bias=True)
         self.dropout = nn.Dropout(dropout)
         self.layernorm = nn.LayerNorm(hidden_size, eps=eps)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        gate, value = self.gated_layers(hidden_states).split(self.intermediate_size, dim=-1)
-        out = self.dropout(self.wo(F.gelu(gate) * value))
+        projected = self.gated_layers(hidden_states)
+        if self.glu:
+            gate, value = projected.split(self.intermediate_size, dim=-1)
+            inner = F.gelu(gate) * value
+        else:
+            inner = F.gelu(projected)
+        out = self.wo(self.dropout(inner))
         return self.layernorm(out + hidden_states)

@@ -30,6 +30,7 @@ def flatten(tree: Any) -> list[Any]:
 def test_every_op_is_registered():
     assert set(registered_ops()) == {
         "attention_with_lse",
+        "block_diagonal_matmul",
         "merge_attention",
         "rms_norm",
         "rtf_step",

@@ -15,7 +15,7 @@ from pathlib import Path
 # Errors that mean "bad input" and are reported in one line (others keep their traceback).
 _INPUT_ERRORS = (ValueError, TypeError, OSError, ImportError, RuntimeError)
 # The extra that provides what a command imports lazily, for the missing-package hint.
-_EXTRAS = {"demo": "demo", "eval": "data"}
+_EXTRAS = {"demo": "demo", "eval": "eval"}
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -344,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_card)
 
-    p = sub.add_parser("eval", help="run an evaluation (recall: plain prompts vs JRT-Prompt)")
+    p = sub.add_parser(
+        "eval", help="run an evaluation (recall: plain prompts vs JRT-Prompt; locov1: retrieval)"
+    )
     eval_sub = p.add_subparsers(dest="evaluation", required=True)
     p = eval_sub.add_parser(
         "recall", help="recall tasks (synthetic, SWDE, FDA, SQuAD): plain vs JRT-Prompt"
@@ -365,7 +367,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-docs", type=int, default=100, help="synthetic: number of documents")
     p.add_argument("--facts-per-doc", type=int, default=8, help="synthetic: facts per document")
     p.set_defaults(func=_cmd_eval)
+    p = eval_sub.add_parser(
+        "locov1", help="LoCoV1 long-context retrieval: nDCG@10 per task and the average"
+    )
+    _add_locov1_arguments(p)
+    p.set_defaults(func=_cmd_eval_locov1)
     return parser
+
+
+def _add_locov1_arguments(parser: argparse.ArgumentParser) -> None:
+    from hazyzoo.evaluation.locov1 import add_arguments
+
+    add_arguments(parser)
+
+
+def _cmd_eval_locov1(args: argparse.Namespace) -> int:
+    """``hazyzoo eval locov1``: dense retrieval with a text encoder, nDCG@10 per task."""
+    from hazyzoo.evaluation.locov1 import run_from_args
+
+    return run_from_args(args)
 
 
 def _one_line(err: BaseException, command: str) -> str:

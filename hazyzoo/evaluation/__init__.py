@@ -2,10 +2,23 @@
 
 - :mod:`hazyzoo.evaluation.recall`: recall-intensive tasks (SWDE, FDA, SQuAD-completion and a
   local synthetic task), plain prompts versus JRT-Prompt (Arora et al. 2024).
+- :mod:`hazyzoo.evaluation.retrieval`: dense retrieval on any corpus/queries/qrels task: a text
+  encoder adapter for transformers models (:class:`HFTextEncoder`), cosine top-k search and
+  nDCG@k with pytrec_eval.
+- :mod:`hazyzoo.evaluation.locov1`: the LoCoV1 long-document retrieval benchmark (12 tasks,
+  nDCG@10 and their average; Saad-Falcon et al. 2024), its table, JSON and bar chart. Its data
+  loader needs ``datasets`` and is imported only when a task is loaded by name.
+- :mod:`hazyzoo.evaluation.metrics`: ``evaluate``-loadable metric modules
+  (``evaluate.load(metric_path("ndcg_at_k"))``).
+
+Importing this package needs neither ``datasets`` nor ``evaluate`` nor ``pytrec_eval``.
 """
 
 from __future__ import annotations
 
+from hazyzoo.evaluation import locov1, metrics, recall, retrieval
+from hazyzoo.evaluation.locov1 import LOCOV1_TASKS, LoCoV1Results, evaluate_locov1
+from hazyzoo.evaluation.metrics import metric_path
 from hazyzoo.evaluation.recall import (
     HUB_IDS,
     PROMPTS,
@@ -22,18 +35,40 @@ from hazyzoo.evaluation.recall import (
     synthetic_tokenizer,
     synthetic_vocabulary,
 )
+from hazyzoo.evaluation.retrieval import (
+    HFTextEncoder,
+    RetrievalResult,
+    TextEncoder,
+    evaluate_retrieval,
+    ndcg_at_k,
+    search,
+)
 
 __all__ = [
     "HUB_IDS",
+    "LOCOV1_TASKS",
     "PROMPTS",
     "TASKS",
+    "HFTextEncoder",
+    "LoCoV1Results",
     "RecallExample",
     "RecallResult",
+    "RetrievalResult",
+    "TextEncoder",
     "contains_answer",
+    "evaluate_locov1",
     "evaluate_recall",
+    "evaluate_retrieval",
     "format_table",
     "load_recall_task",
+    "locov1",
+    "metric_path",
+    "metrics",
+    "ndcg_at_k",
+    "recall",
+    "retrieval",
     "score",
+    "search",
     "synthetic_documents",
     "synthetic_examples",
     "synthetic_tokenizer",

@@ -116,7 +116,7 @@ def test_padding_invariant_mode_ignores_any_padding(pool_all):
                 ids[row, where] = t
                 mask[row, where] = 1
             batch = model(input_ids=ids, attention_mask=mask)
-            for row, t in enumerate(texts):
+            for row in range(len(texts)):
                 torch.testing.assert_close(
                     batch.sentence_embedding[row],
                     alone[row].sentence_embedding[0],

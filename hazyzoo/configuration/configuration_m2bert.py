@@ -114,6 +114,7 @@ class M2BertConfig(HazyConfig):
         padding_invariant: See "Padding" above.
         normalize_embeddings: ``M2BertForTextEncoding`` returns L2-normalised embeddings.
         tie_word_embeddings: Tie the masked-LM decoder to the word embeddings.
+        use_cache: Kept for transformers (its ``Trainer`` sets it); an encoder has no cache.
     """
 
     model_type = "hazyzoo_m2bert"
@@ -160,6 +161,7 @@ class M2BertConfig(HazyConfig):
     padding_invariant: bool = False
     normalize_embeddings: bool = False
     tie_word_embeddings: bool = True
+    use_cache: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -201,6 +203,7 @@ class M2BertConfig(HazyConfig):
             "padding_invariant",
             "normalize_embeddings",
             "tie_word_embeddings",
+            "use_cache",
         ):
             check_bool(self, name)
         if not self.monarch_mixer_sequence_mixing:

@@ -143,6 +143,7 @@ class HazyPreTrainedModel(PreTrainedModel):
         super().save_pretrained(save_directory, *args, push_to_hub=False, **kwargs)
         if not kwargs.get("is_main_process", True):
             return
+        self._save_extra_files(save_directory)
         if remote_code:
             from hazyzoo.remote_code import write_remote_code
 
@@ -151,6 +152,10 @@ class HazyPreTrainedModel(PreTrainedModel):
         if push_to_hub:
             repo_id = hub.pop("repo_id", None) or Path(save_directory).name
             push_folder_to_hub(save_directory, repo_id, **hub)
+
+    def _save_extra_files(self, save_directory: str | Path) -> None:
+        """Files a model class writes beside its weights (on the main process, before any
+        upload): e.g. a text encoder's sentence-transformers configuration. None by default."""
 
     def push_to_hub(
         self,

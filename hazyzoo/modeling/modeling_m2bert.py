@@ -418,6 +418,13 @@ class M2BertForTextEncoding(M2BertPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.bert.set_input_embeddings(value)
 
+    def _save_extra_files(self, save_directory: Any) -> None:
+        """``modules.json`` and the sentence-transformers configs, so the saved directory is
+        also a sentence-transformers model encoding exactly ``sentence_embedding``."""
+        from hazyzoo.integrations.sentence_transformers import write_sentence_transformers_files
+
+        write_sentence_transformers_files(save_directory, config=self.config)
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,

@@ -53,6 +53,7 @@ def test_cli_converts_the_golden_model_and_it_loads_with_auto(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "padding_invariant=False" in printed and "model.safetensors" not in printed
     assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    assert (out / "modules.json").is_file()  # also a sentence-transformers model
     card = (out / "README.md").read_text()
     assert "released semantics" in card and 'padding="max_length"' in card
     model = AutoModelForTextEncoding.from_pretrained(out).eval()

@@ -304,3 +304,39 @@ def test_registered_with_the_auto_classes():
     assert type(AutoModelForTextEncoding.from_config(config)) is M2BertForTextEncoding
     assert type(AutoModelForMaskedLM.from_config(config)) is M2BertForMaskedLM
     assert hazyzoo.ENCODER_REGISTRY["hazyzoo_m2bert"] is M2BertForTextEncoding
+
+
+def test_trainer_trains_the_masked_lm_and_the_checkpoint_reloads(tmp_path):
+    """transformers' Trainer (which writes use_cache into the config) with the MLM collator."""
+    from transformers import Trainer, TrainingArguments
+
+    model = make_model("hazyzoo_m2bert/masked_lm").train()
+    ids = random_ids(model, 8, 24, seed=3)
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(ids)
+
+        def __getitem__(self, i: int) -> dict:
+            labels = torch.full_like(ids[i], -100)
+            labels[::3] = ids[i][::3]
+            return {"input_ids": ids[i], "labels": labels}
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=1e-2,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+    )
+    before = model.bert.encoder.layer[0].sequence_mixer.in_linear.weight.detach().clone()
+    trainer = Trainer(model=model, args=args, train_dataset=Data())
+    result = trainer.train()
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    after = model.bert.encoder.layer[0].sequence_mixer.in_linear.weight
+    assert not torch.equal(before, after)
+    trainer.save_model(str(tmp_path / "out"))
+    again = M2BertForMaskedLM.from_pretrained(tmp_path / "out")
+    assert torch.equal(again.bert.encoder.layer[0].sequence_mixer.in_linear.weight, after.detach())

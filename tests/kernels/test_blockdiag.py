@@ -343,3 +343,29 @@ def test_triton_matches_reference_on_cuda(tmp_path):
         assert_close(got, out[key], key, tol=tol)
         if key.endswith("_dw_ref"):
             assert_close(out[key.replace("_dw_ref", "_dw_splitk")], out[key], key, tol=tol)
+
+
+def test_compile_path_equals_the_reference():
+    """Under torch.compile the op is one batched matmul in the inputs' dtype."""
+    from hazyzoo.kernels.blockdiag.reference import (
+        block_diagonal_matmul_native,
+        block_diagonal_matmul_reference,
+    )
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 7, 24, generator=gen)
+    weight = torch.randn(4, 5, 6, generator=gen)
+    bias = torch.randn(20, generator=gen)
+    torch.testing.assert_close(
+        block_diagonal_matmul_native(x, weight, bias),
+        block_diagonal_matmul_reference(x, weight, bias),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+    compiled = torch.compile(bd.block_diagonal_matmul, fullgraph=True)
+    torch.testing.assert_close(
+        compiled(x, weight, bias),
+        block_diagonal_matmul_reference(x, weight, bias),
+        atol=1e-5,
+        rtol=1e-5,
+    )

@@ -29,7 +29,10 @@ import torch
 from torch import Tensor
 
 from hazyzoo.kernels._utils import check_float, check_rank, check_same_device, check_shape
-from hazyzoo.kernels.blockdiag.reference import block_diagonal_matmul_reference
+from hazyzoo.kernels.blockdiag.reference import (
+    block_diagonal_matmul_native,
+    block_diagonal_matmul_reference,
+)
 from hazyzoo.kernels.dispatch import ExampleInputs, call_op, register_op, triton_available
 
 __all__ = ["block_diagonal_matmul", "block_diagonal_matmul_reference"]
@@ -91,9 +94,13 @@ def block_diagonal_matmul(x: Tensor, weight: Tensor, bias: Tensor | None = None)
         w.r.t. all three. Inside ``torch.autocast`` the three inputs are first cast to the
         autocast dtype (as ``nn.Linear``'s are). One Triton launch on CUDA tensors (a grouped
         GEMM, see :mod:`.grouped`), the PyTorch reference elsewhere; ``HAZYZOO_KERNELS``
-        forces either.
+        forces either. Under ``torch.compile``: one batched matmul in the inputs' dtype
+        (:func:`.reference.block_diagonal_matmul_native`), which the compiler plans itself.
     """
     _check_inputs(x, weight, bias)
+    if torch.compiler.is_compiling():
+        _check_dtypes(x, weight, bias)
+        return block_diagonal_matmul_native(x, weight, bias)
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)

@@ -38,6 +38,7 @@ __all__ = [
     "companion_matrix",
     "constrain_denominator",
     "exact_realization",
+    "fft_conv",
     "fft_size",
     "free_response",
     "kernel_from_realization",
@@ -139,16 +140,28 @@ def rtf_kernel(
     return torch.fft.irfft(spectrum, n=n_fft)[:, :length]
 
 
+def fft_conv(x: Tensor, kernel: Tensor) -> Tensor:
+    """The zoo's one FFT long convolution, channels first: ``x [B, C, L]`` with ``kernel
+    [C, K]`` (``K <= 2L``) on a ``2L``-point grid, the first ``L`` outputs, in float32:
+    ``y[b, c, t] = sum_m kernel[c, m] x[b, c, (t - m) mod 2L]`` (zero outside ``0..L-1``).
+
+    ``K = L`` is the causal convolution; a bidirectional kernel ``[k_causal, flip(k_anti)]``
+    (``K = 2L``) puts ``k_anti[j]`` at lag ``-(1 + j)``. Channels-first inputs are contiguous
+    along the transformed axis, so cuFFT reads and writes them without a copy.
+    """
+    length = x.shape[-1]
+    n = 2 * length
+    spec = torch.fft.rfft(x.float(), n=n) * torch.fft.rfft(kernel.float(), n=n)
+    return torch.fft.irfft(spec, n=n)[..., :length]
+
+
 def causal_conv(u: Tensor, k: Tensor) -> Tensor:
     """``y[b, t, c] = sum_{s <= t} k[c, s] u[b, t - s, c]`` by FFT (linear, not circular).
 
     Args:
         u: ``[B, L, C]``; k: ``[C, L]``.
     """
-    length = u.shape[1]
-    n = 2 * length
-    spec = torch.fft.rfft(u.transpose(1, 2), n=n) * torch.fft.rfft(k, n=n)
-    return torch.fft.irfft(spec, n=n)[..., :length].transpose(1, 2)
+    return fft_conv(u.transpose(1, 2), k).transpose(1, 2)
 
 
 def causal_conv_direct(u: Tensor, k: Tensor) -> Tensor:
@@ -169,11 +182,8 @@ def bidirectional_conv(u: Tensor, k_causal: Tensor, k_anti: Tensor) -> Tensor:
     even time-invariant, :func:`bidirectional_conv_reference`); here both transforms use
     ``2L`` for every ``L``.
     """
-    length = u.shape[1]
-    n = 2 * length
     kernel = torch.cat([k_causal, k_anti.flip(-1)], dim=-1)
-    spec = torch.fft.rfft(u.transpose(1, 2), n=n) * torch.fft.rfft(kernel, n=n)
-    return torch.fft.irfft(spec, n=n)[..., :length].transpose(1, 2)
+    return fft_conv(u.transpose(1, 2), kernel).transpose(1, 2)
 
 
 def bidirectional_conv_reference(u: Tensor, k_causal: Tensor, k_anti: Tensor) -> Tensor:

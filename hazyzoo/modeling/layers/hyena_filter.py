@@ -158,16 +158,29 @@ class ImplicitHyenaFilter(nn.Module):
         k_rev = self._run(self.implicit_filter_rev, length) if self.bidirectional else None
         return k_fwd, k_rev
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """``u [B, L, C]`` -> ``conv(u, k) + D u`` in float32, returned in ``u.dtype``."""
-        length = u.shape[1]
-        x = u.float()
+    def conv_kernel(self, length: int) -> torch.Tensor:
+        """The kernel in :func:`hazyzoo.kernels.rtf.fft_conv`'s layout: ``k_fwd [C, L]``, or
+        ``[k_fwd, flip(k_rev)] [C, 2L]`` when bidirectional."""
         k_fwd, k_rev = self.kernels(length)
-        if k_rev is None:
-            y = ops.causal_conv(x, k_fwd.float())
-        else:
-            y = ops.bidirectional_conv(x, k_fwd.float(), k_rev.float())
-        return (y + x * self.bias.float()).to(u.dtype)
+        return k_fwd if k_rev is None else torch.cat([k_fwd, k_rev.flip(-1)], dim=-1)
+
+    def forward(
+        self, u: torch.Tensor | None = None, *, length: int | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``u [B, L, C]`` -> ``conv(u, k) + D u`` in float32, returned in ``u.dtype``.
+
+        With only ``length``: ``(kernel, D)``, the kernel in :func:`conv_kernel`'s layout and
+        the skip term, for a caller that batches several filters into one FFT convolution.
+        (Reached through ``__call__``, so accelerate's offload hooks load this module's own
+        ``freq`` and ``bias`` first.)
+        """
+        if u is None:
+            if length is None:
+                raise TypeError("give the input u, or length to get (kernel, skip)")
+            return self.conv_kernel(length), self.bias
+        x = u.transpose(1, 2).float()
+        y = ops.fft_conv(x, self.conv_kernel(u.shape[1])) + x * self.bias.float()[:, None]
+        return y.transpose(1, 2).to(u.dtype)
 
 
 def reference_filter_key(key: str) -> str | None:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hazyzoo.kernels import rtf as ops
 from hazyzoo.modeling.layers.blockdiag import BlockDiagonalLinear
 from hazyzoo.modeling.layers.hyena_filter import ImplicitHyenaFilter
 
@@ -63,23 +64,38 @@ class MonarchMixerSequenceMixing(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``hidden_states [B, L, d]`` -> ``[B, L, d]``; ``attention_mask [B, L]`` optional."""
-        length = hidden_states.shape[1]
-        keep = None if attention_mask is None else attention_mask[..., None].to(hidden_states.dtype)
+        """``hidden_states [B, L, d]`` -> ``[B, L, d]``; ``attention_mask [B, L]`` optional.
+
+        Works channels first (``[B, channels, L]``, as the reference does) between the two
+        linears, so the short convolution and the FFTs read contiguous rows, and runs both long
+        convolutions (``filter_fn`` on ``v * x1``, ``filter_fn2`` on the input) as one FFT
+        convolution over ``2 d`` channels.
+        """
+        length, width = hidden_states.shape[1], self.hidden_size
         u = hidden_states if self.layernorm is None else self.layernorm(hidden_states)
-        u = u if keep is None else u * keep
-        proj = self.in_linear(u)
+        keep = None
+        if attention_mask is not None:
+            keep = attention_mask[:, None, :].to(u.dtype)  # [B, 1, L]
+            u = u * keep.transpose(1, 2)
+        proj = self.in_linear(u).transpose(1, 2)  # [B, 3d, L]
         if keep is not None:
             proj = proj * keep
-        mixed = self.short_filter(proj.transpose(1, 2))[..., :length].transpose(1, 2)
-        x1, x2, v = mixed.split(self.hidden_size, dim=-1)
+        mixed = self.short_filter(proj)[..., :length]
+        x1, x2, v = mixed.split(width, dim=1)
         gated = v * x1
         if keep is not None:
             gated = gated * keep
-        y = self.filter_fn(gated) * x2
+        filters = [self.filter_fn] if self.filter_fn2 is None else [self.filter_fn, self.filter_fn2]
+        inputs = [gated] if self.filter_fn2 is None else [gated, u.transpose(1, 2)]
+        x = torch.cat([i.float() for i in inputs], dim=1)  # [B, d or 2d, L]
+        kernels, skips = zip(*(f(length=length) for f in filters), strict=True)
+        kernel = torch.cat(kernels)
+        skip = torch.cat(skips).float()[:, None]
+        y = (ops.fft_conv(x, kernel) + x * skip).to(gated.dtype)
+        out = y[:, :width] * x2
         if self.filter_fn2 is not None:
-            y = y + self.filter_fn2(u)
-        return self.out_linear(y)
+            out = out + y[:, width:]
+        return self.out_linear(out.transpose(1, 2))
 
 
 class MonarchGluMlp(nn.Module):

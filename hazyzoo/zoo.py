@@ -76,18 +76,22 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry(
         "M2-BERT",
         "Saad-Falcon et al. 2024, Benchmarking and building long-context retrieval models",
-        "retrieval encoder",
-        "hazyzoo_m2bert",
-        "planned",
-        "Monarch Mixer encoder up to 32k tokens",
+        "retrieval encoder, masked LM",
+        "hazyzoo_m2bert: M2BertForTextEncoding, M2BertForMaskedLM, M2BertModel",
+        "available",
+        "Monarch Mixer encoder up to 32k tokens (Auto classes, Trainer, peft LoRA, safetensors, "
+        "device_map offload, card), the released padding semantics and a padding-invariant "
+        "mode, sentence-transformers loading, converter from HazyResearch/m2 checkpoints, "
+        "Triton block-diagonal matmul, FFT long convolutions",
     ),
     ZooEntry(
         "LoCoV1",
         "Saad-Falcon et al. 2024",
         "data set + evaluation",
-        "hazyzoo.datasets_scripts.load('locov1')",
-        "planned",
-        "12-task long-context retrieval, nDCG@10",
+        "hazyzoo.datasets_scripts.load('locov1'); hazyzoo eval locov1",
+        "available",
+        "12-task long-context retrieval as a datasets builder (Hub or local copy), nDCG@10 by "
+        "pytrec_eval (also an evaluate metric), an mteb 2.x task per LoCoV1 task",
     ),
     ZooEntry(
         "VQ-VAE rotation trick",

@@ -27,6 +27,10 @@ if importlib.util.find_spec("datasets") is not None:
 
     BUILDERS["mqar"] = Mqar
     __all__ += ["Mqar", "MqarConfig"]
+    from hazyzoo.datasets_scripts.locov1 import LoCoV1, LoCoV1Config
+
+    BUILDERS["locov1"] = LoCoV1
+    __all__ += ["LoCoV1", "LoCoV1Config"]
 
 
 def load(

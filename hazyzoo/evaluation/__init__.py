@@ -8,6 +8,8 @@
 - :mod:`hazyzoo.evaluation.locov1`: the LoCoV1 long-document retrieval benchmark (12 tasks,
   nDCG@10 and their average; Saad-Falcon et al. 2024), its table, JSON and bar chart. Its data
   loader needs ``datasets`` and is imported only when a task is loaded by name.
+- :mod:`hazyzoo.evaluation.locov1_mteb`: the LoCoV1 tasks as mteb 2.x retrieval tasks (optional;
+  not imported here).
 - :mod:`hazyzoo.evaluation.metrics`: ``evaluate``-loadable metric modules
   (``evaluate.load(metric_path("ndcg_at_k"))``).
 

@@ -44,6 +44,8 @@ from typing import Any
 
 import datasets
 
+from hazyzoo.datasets_scripts.locov1_names import DOCUMENTS_HUB_ID, QUERIES_HUB_ID, TASKS
+
 __all__ = [
     "DOCUMENTS_HUB_ID",
     "QUERIES_HUB_ID",
@@ -56,23 +58,7 @@ __all__ = [
     "load_tasks",
 ]
 
-TASKS: tuple[str, ...] = (
-    "summ_screen_fd",
-    "gov_report",
-    "qmsum",
-    "qasper_title",
-    "qasper_abstract",
-    "multifieldqa",
-    "2wikimqa",
-    "passage_retrieval",
-    "courtlistener_HTML",
-    "courtlistener_Plain_Text",
-    "legal_case_reports",
-    "stackoverflow",
-)
 SUBSETS = ("queries", "corpus", "qrels")
-QUERIES_HUB_ID = "hazyresearch/LoCoV1-Queries"
-DOCUMENTS_HUB_ID = "hazyresearch/LoCoV1-Documents"
 _QUERY_COLUMNS = ("qid", "query", "answer_pids", "dataset")
 _DOCUMENT_COLUMNS = ("pid", "passage", "dataset")
 _FILE_SUFFIXES = (".parquet", ".jsonl", ".json")

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from hazyzoo.datasets_scripts.locov1_names import TASKS
 from hazyzoo.evaluation.retrieval import (
     DTYPES,
     PADDING,
@@ -38,21 +39,7 @@ from hazyzoo.evaluation.retrieval import (
 
 logger = logging.getLogger(__name__)
 
-# The published task names, in the paper's order (the data module's TASKS holds the same).
-LOCOV1_TASKS = (
-    "summ_screen_fd",
-    "gov_report",
-    "qmsum",
-    "qasper_title",
-    "qasper_abstract",
-    "multifieldqa",
-    "2wikimqa",
-    "passage_retrieval",
-    "courtlistener_HTML",
-    "courtlistener_Plain_Text",
-    "legal_case_reports",
-    "stackoverflow",
-)
+LOCOV1_TASKS = TASKS  # the published task names, in the paper's order
 RESULTS_JSON = "locov1_results.json"
 RESULTS_PNG = "locov1_results.png"
 

@@ -57,7 +57,8 @@ def mteb_task_name(task: str) -> str:
 
 def locov1_mteb_task_class(task: str) -> type:
     """The mteb ``AbsTaskRetrieval`` subclass of one LoCoV1 task (built once)."""
-    from hazyzoo.datasets_scripts.locov1 import QUERIES_HUB_ID, TASKS, load_task
+    from hazyzoo.datasets_scripts.locov1 import load_task
+    from hazyzoo.datasets_scripts.locov1_names import QUERIES_HUB_ID, TASKS
 
     if task not in TASKS:
         raise ValueError(f"unknown LoCoV1 task {task!r}; valid: {list(TASKS)}")
@@ -136,7 +137,7 @@ def locov1_mteb_tasks(
     cache_dir: str | os.PathLike | None = None,
 ) -> list[Any]:
     """Instances of the mteb tasks of ``tasks`` (None: all 12), reading the given sources."""
-    from hazyzoo.datasets_scripts.locov1 import TASKS
+    from hazyzoo.datasets_scripts.locov1_names import TASKS
 
     names = list(TASKS) if tasks is None else list(tasks)
     return [

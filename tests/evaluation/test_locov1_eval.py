@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 
 import pytest
-import torch
 from transformers import AutoModel, AutoTokenizer
 
 from hazyzoo.evaluation import HFTextEncoder, LoCoV1Results, evaluate_locov1, locov1
@@ -269,38 +267,22 @@ def test_padding_choices_are_enforced_by_the_parser(capsys):
 # --- the published-schema fixture (written with the data builder) -------------------------
 
 
-def test_on_the_published_schema_fixture_through_load_task():
-    try:
-        data = importlib.import_module("hazyzoo.datasets_scripts.locov1")
-    except ModuleNotFoundError as err:
-        if err.name not in ("hazyzoo.datasets_scripts.locov1", "datasets"):
-            raise
-        pytest.skip(f"hazyzoo.datasets_scripts.locov1 is not importable yet ({err})")
-    queries, documents = FIXTURE / "queries.jsonl", FIXTURE / "documents.jsonl"
-    if not (queries.is_file() and documents.is_file()):
-        pytest.skip(f"the LoCoV1 fixture {queries} / {documents} is not there yet")
-    named = set()
-    for line in queries.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            named.add(row.get("dataset", row.get("task")))
-    names = [t for t in data.TASKS if t in named] or list(data.TASKS)
-    sources = {"queries_source": queries, "documents_source": documents}
-    tasks = []
-    for name in names:
-        try:
-            task = data.load_task(name, **sources)
-        except ValueError:
-            continue  # a task the fixture does not hold
-        if task.queries:
-            tasks.append(task)
-    if not tasks:
-        pytest.skip(f"the fixture in {FIXTURE} holds no task load_task can read")
+def test_on_the_published_schema_fixture_through_load_task(tmp_path):
+    pytest.importorskip("datasets")
+    from hazyzoo.datasets_scripts.locov1 import load_task
+
+    sources = {
+        "queries_source": FIXTURE / "queries.jsonl",
+        "documents_source": FIXTURE / "documents.jsonl",
+        "cache_dir": tmp_path,
+    }
+    names = ["gov_report", "2wikimqa", "courtlistener_Plain_Text"]  # the fixture's tasks
+    tasks = [load_task(name, **sources) for name in names]
     encoder = HashingEncoder()
-    results = evaluate_locov1(encoder, [t.name for t in tasks], **sources)
+    results = evaluate_locov1(encoder, names, **sources)
     for task in tasks:
         expected = pytrec_direct(task, *cosine_matrix(encoder, task), k=10)
         assert results.results[task.name].per_query == pytest.approx(expected, abs=1e-9)
     mean = sum(r.ndcg for r in results.results.values()) / len(results.results)
     assert results.average == pytest.approx(mean, abs=1e-12)
-    assert torch.isfinite(torch.tensor(results.average))
+    assert 0 < results.average < 1  # bag-of-words gets some queries right, not all

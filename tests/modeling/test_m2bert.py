@@ -340,3 +340,20 @@ def test_trainer_trains_the_masked_lm_and_the_checkpoint_reloads(tmp_path):
     trainer.save_model(str(tmp_path / "out"))
     again = M2BertForMaskedLM.from_pretrained(tmp_path / "out")
     assert torch.equal(again.bert.encoder.layer[0].sequence_mixer.in_linear.weight, after.detach())
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_eager_embeddings():
+    """``torch.compile`` of the text encoder (as in benchmarks/m2bert_encode.py) compiles
+    without graph breaks and reproduces eager mode."""
+    import torch._dynamo.utils
+
+    model = make_model("hazyzoo_m2bert")
+    inputs = model.example_inputs(2, 40, seed=5)
+    with torch.inference_mode():
+        want = model(**inputs).sentence_embedding
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        got = torch.compile(model)(**inputs).sentence_embedding
+    assert not torch._dynamo.utils.counters["graph_break"]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

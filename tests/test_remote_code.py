@@ -322,3 +322,42 @@ def test_every_zoo_causal_lm_loads_without_hazyzoo_or_triton(model_type, tmp_pat
         """
     )
     run_script_ok(script, tmp_path)
+
+
+@pytest.mark.parametrize("model_type", sorted(hazyzoo.ENCODER_REGISTRY))
+def test_every_zoo_encoder_loads_without_hazyzoo_or_triton(model_type, tmp_path):
+    """Encoders export too: the head and the base model load with trust_remote_code=True where
+    neither hazyzoo nor triton can be imported, and give the same outputs."""
+    from transformers import AutoModel
+
+    from tests.modeling.test_model_contract import head_auto_class
+    from tests.modeling.zoo_models import main_output, make_model
+
+    model = make_model(model_type)
+    ckpt = tmp_path / "ckpt"
+    model.save_pretrained(ckpt, remote_code=True)
+    inputs = model.example_inputs(2, 9, seed=4)
+    with torch.no_grad():
+        out = main_output(model(**inputs))
+        base = AutoModel.from_pretrained(ckpt).eval()
+        hidden = base(**inputs).last_hidden_state
+    torch.save({"inputs": inputs, "out": out, "hidden": hidden}, tmp_path / "ref.pt")
+    auto = head_auto_class(model).__name__
+    script = HIDE_PACKAGES.format(hidden=("hazyzoo", "triton")) + inspect.cleandoc(
+        f"""
+        import torch
+        import transformers
+        ref = torch.load({str(tmp_path / "ref.pt")!r})
+        head = getattr(transformers, {auto!r}).from_pretrained({str(ckpt)!r}, trust_remote_code=True)
+        assert type(head).__name__ == {type(model).__name__!r}, type(head)
+        base = transformers.AutoModel.from_pretrained({str(ckpt)!r}, trust_remote_code=True)
+        with torch.no_grad():
+            out = head.eval()(**ref["inputs"]).to_tuple()[0]
+            hidden = base.eval()(**ref["inputs"]).last_hidden_state
+        # (bit-equal weights; CPU kernels may round the last bit by the tensors' alignment)
+        torch.testing.assert_close(out, ref["out"], atol=1e-6, rtol=0)
+        torch.testing.assert_close(hidden, ref["hidden"], atol=1e-6, rtol=0)
+        print("ok")
+        """
+    )
+    run_script_ok(script, tmp_path)

@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 # Errors that mean "bad input" and are reported in one line (others keep their traceback).
 _INPUT_ERRORS = (ValueError, TypeError, OSError, ImportError, RuntimeError)
@@ -144,6 +145,7 @@ def _convert_reference(args: argparse.Namespace, convert) -> int:
         released = released_tokenizer(model.config.to_dict())
         hint = f"; the released models use the {released} tokenizer" if released else ""
         print(f"tokenizer: none in {src} (pass --tokenizer DIR to add one){hint}")
+    _fit_tokenizer_length(model, out)
     if args.remote_code:
         from hazyzoo.remote_code import write_remote_code
 
@@ -157,6 +159,24 @@ def _convert_reference(args: argparse.Namespace, convert) -> int:
     )
     print(f"card: wrote {card}")
     return 0
+
+
+def _fit_tokenizer_length(model: Any, out: Path) -> None:
+    """Give the saved tokenizer the model's input limit (an encoder's ``max_input_length``):
+    the released M2-BERT models reuse bert-base-uncased, whose 512 would make
+    ``truncation=True`` cut 32k-token documents at 512 tokens."""
+    from hazyzoo.conversion.common import load_tokenizer, save_tokenizer
+    from hazyzoo.hub import has_tokenizer
+
+    limit = getattr(model.config, "max_input_length", None)
+    if limit is None or not has_tokenizer(out):
+        return
+    tokenizer = load_tokenizer(out)
+    if tokenizer.model_max_length != limit:
+        old = tokenizer.model_max_length
+        tokenizer.model_max_length = limit
+        save_tokenizer(tokenizer, out)
+        print(f"tokenizer: model_max_length {old} -> {limit} (the model's input limit)")
 
 
 def _cmd_card(args: argparse.Namespace) -> int:

@@ -162,3 +162,23 @@ def test_masked_lm_checkpoint_converts_with_its_tied_head(tmp_path):
     src = _released_copy(tmp_path, edit=untied)
     with pytest.raises(ValueError, match="differs from bert.embeddings.word_embeddings.weight"):
         convert_m2bert(src)
+
+
+def test_cli_gives_the_tokenizer_the_models_input_limit(tmp_path, capsys):
+    """bert-base-uncased's model_max_length (512) would truncate long documents: the converted
+    checkpoint's tokenizer takes the model's limit."""
+    from tests.evaluation.test_locov1_m2bert import fixture_tokenizer
+
+    tokenizer = fixture_tokenizer()
+    tokenizer.model_max_length = 16
+    tokenizer.save_pretrained(tmp_path / "tok")
+    assert len(tokenizer) <= 128  # fits the golden model's vocabulary
+    src = _released_copy(tmp_path)
+    out = tmp_path / "out"
+    assert (
+        main(["convert", "m2bert", str(src), str(out), "--tokenizer", str(tmp_path / "tok")]) == 0
+    )
+    assert "model_max_length 16 -> 64" in capsys.readouterr().out
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(out).model_max_length == 64

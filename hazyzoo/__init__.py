@@ -66,6 +66,7 @@ CAUSAL_LM_REGISTRY: dict[str, type] = {
 ENCODER_REGISTRY: dict[str, type] = {
     M2BertConfig.model_type: M2BertForTextEncoding,
     f"{M2BertConfig.model_type}/masked_lm": M2BertForMaskedLM,
+    f"{RtfConfig.model_type}/sequence_classification": RtfForSequenceClassification,
 }
 
 

@@ -42,8 +42,11 @@ class RtfModel(RtfPreTrainedModel, HazyDecoderModel):
     """The RTF stack without a head: final hidden states (and, causal only, the cache).
 
     A bidirectional config builds an encoder: it reads the whole input at once, keeps no
-    cache (``use_cache`` must not be True) and accepts any padding side.
+    cache (``use_cache`` must not be True) and accepts any padding side. Loaded from a
+    classifier's checkpoint, it leaves the head (``score``) out.
     """
+
+    _keys_to_ignore_on_load_unexpected = [r"score\..*"]
 
     def forward(
         self,

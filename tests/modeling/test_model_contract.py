@@ -124,7 +124,10 @@ def _loss(model, inputs) -> torch.Tensor:
     """The model's loss on its own inputs as labels, or the sum of its main output (models
     without a ``labels`` argument, e.g. text encoders)."""
     if "input_ids" in inputs and _accepts(model, "labels"):
-        out = model(**inputs, labels=inputs["input_ids"])
+        labels = inputs["input_ids"]
+        if hasattr(model, "num_labels"):  # a sequence classifier: one label per row
+            labels = torch.arange(labels.shape[0], device=labels.device) % model.num_labels
+        out = model(**inputs, labels=labels)
     else:
         out = model(**inputs)
     return out.loss if getattr(out, "loss", None) is not None else main_output(out).float().sum()

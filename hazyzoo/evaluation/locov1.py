@@ -316,8 +316,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--padding",
         choices=list(PADDING),
-        default="max_length",
-        help="max_length (what the released M2-BERT retrievers expect) or longest",
+        default=None,
+        help="max_length (what the released M2-BERT retrievers expect) or longest (default: "
+        "longest for a padding-invariant model, else max_length)",
     )
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
@@ -364,7 +365,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.padding not in PADDING:
+    if args.padding is not None and args.padding not in PADDING:
         raise ValueError(f"unknown --padding {args.padding!r}; choose from {list(PADDING)}")
     if args.dtype not in ("float32", "bfloat16"):
         raise ValueError(f"unknown --dtype {args.dtype!r}; choose float32 or bfloat16")
@@ -394,7 +395,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     except (OSError, ValueError) as err:
         raise OSError(f"tokenizer {tokenizer_dir}: cannot load it: {err}") from err
-    encoder = HFTextEncoder(model, tokenizer, max_length=args.max_length, padding=args.padding)
+    padding = args.padding
+    if padding is None:  # pads cost time; only a padding-invariant model can skip them
+        padding = "longest" if getattr(model.config, "padding_invariant", False) else "max_length"
+    encoder = HFTextEncoder(model, tokenizer, max_length=args.max_length, padding=padding)
     results = evaluate_locov1(encoder, tasks, batch_size=args.batch_size, k=10, show_progress=True)
     results.settings.update(
         {

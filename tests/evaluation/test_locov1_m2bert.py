@@ -103,3 +103,21 @@ def test_cli_ndcg_equals_pytrec_eval_on_direct_embeddings(tmp_path, padding_inva
         scores.append(want)
     assert written["average"] == pytest.approx(sum(scores) / len(scores), abs=1e-6)
     assert 0 < written["average"] < 1  # the fixture is neither trivial nor impossible
+
+
+def test_cli_default_padding_follows_the_model(tmp_path):
+    """Without --padding: longest for a padding-invariant M2-BERT, max_length otherwise."""
+    tokenizer = fixture_tokenizer()
+    for invariant in (False, True):
+        config = hazyzoo.M2BertConfig.tiny(vocab_size=len(tokenizer), padding_invariant=invariant)
+        model_dir = tmp_path / f"model{invariant}"
+        hazyzoo.M2BertForTextEncoding(config).save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        out = tmp_path / f"out{invariant}"
+        argv = ["eval", "locov1", "--model", str(model_dir), "--tasks", "gov_report"]
+        argv += ["--queries-source", str(SOURCES["queries_source"])]
+        argv += ["--documents-source", str(SOURCES["documents_source"])]
+        argv += ["--device", "cpu", "--output-dir", str(out), "--cache-dir", str(tmp_path / "c")]
+        assert main(argv) == 0
+        settings = json.loads((out / "locov1_results.json").read_text())["settings"]
+        assert settings["padding"] == ("longest" if invariant else "max_length")

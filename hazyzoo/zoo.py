@@ -69,9 +69,11 @@ ZOO: tuple[ZooEntry, ...] = (
         "MAD",
         "Poli et al. 2024, Mechanistic design and scaling of hybrid architectures",
         "hybrid LMs + synthetic tasks",
-        "hazyzoo_mad",
-        "planned",
-        "striped hybrids from many primitives; the six MAD synthetic tasks and scores",
+        "hazyzoo_mad; hazyzoo.datasets_scripts.load('mad')",
+        "partial",
+        "the six MAD synthetic tasks as a datasets builder (every difficulty setting, the "
+        "released generators reproduced instance for instance); striped hybrids and the MAD "
+        "score are planned",
     ),
     ZooEntry(
         "M2-BERT",

@@ -31,6 +31,10 @@ if importlib.util.find_spec("datasets") is not None:
 
     BUILDERS["locov1"] = LoCoV1
     __all__ += ["LoCoV1", "LoCoV1Config"]
+    from hazyzoo.datasets_scripts.mad import Mad, MadConfig
+
+    BUILDERS["mad"] = Mad
+    __all__ += ["Mad", "MadConfig"]
 
 
 def load(

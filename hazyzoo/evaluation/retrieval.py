@@ -94,8 +94,9 @@ class HFTextEncoder:
     ``padding="max_length"`` pads every batch to ``max_length``, as the released M2-BERT
     retrieval models expect; ``"longest"`` pads to the longest text of the batch and sorts the
     texts by length first (fewer pad tokens; the output keeps the input order). Texts are
-    truncated to ``max_length`` tokens (default: the smaller of the tokenizer's
-    ``model_max_length`` and the model's ``config.max_position_embeddings``);
+    truncated to ``max_length`` tokens (default: a hazyzoo encoder's ``config.max_input_length``,
+    else the smaller of the tokenizer's ``model_max_length`` and the model's
+    ``config.max_position_embeddings``);
     :attr:`last_truncated` counts the texts the last :meth:`encode` cut. A ``max_length`` above
     ``max_position_embeddings`` is an error; one above the tokenizer's ``model_max_length`` is
     allowed (that is only the tokenizer's default, e.g. 512 for bert-base-uncased, which the
@@ -143,8 +144,18 @@ class HFTextEncoder:
         self.last_truncated: int | None = None
 
     def _model_limit(self) -> int | None:
-        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        config = getattr(self.model, "config", None)
+        limit = getattr(config, "max_input_length", None)  # hazyzoo encoders state it
+        if limit is None:
+            limit = getattr(config, "max_position_embeddings", None)
         return limit if isinstance(limit, int) and limit > 0 else None
+
+    def _model_states_its_length(self) -> bool:
+        """Whether the model config states its input length itself (hazyzoo's encoders): then
+        that, not the tokenizer's default ``model_max_length``, is the default length."""
+        return isinstance(
+            getattr(getattr(self.model, "config", None), "max_input_length", None), int
+        )
 
     def _resolve_max_length(self, max_length: int | None) -> int | None:
         model_limit = self._model_limit()
@@ -156,9 +167,13 @@ class HFTextEncoder:
             if model_limit is not None and max_length > model_limit:
                 raise ValueError(
                     f"max_length {max_length} is longer than the model allows "
-                    f"(config.max_position_embeddings = {model_limit})"
+                    f"(config.max_input_length or max_position_embeddings = {model_limit})"
                 )
             return max_length
+        if model_limit is not None and self._model_states_its_length():
+            # e.g. a 32k M2-BERT with bert-base-uncased's tokenizer (model_max_length 512):
+            # the released models must see inputs padded to their own length
+            return model_limit
         known = [n for n in (model_limit, tok_limit) if n is not None]
         if known:
             return min(known)

@@ -121,3 +121,14 @@ def test_cli_default_padding_follows_the_model(tmp_path):
         assert main(argv) == 0
         settings = json.loads((out / "locov1_results.json").read_text())["settings"]
         assert settings["padding"] == ("longest" if invariant else "max_length")
+
+
+def test_encoder_default_length_is_the_models_not_the_tokenizers():
+    """bert-base-uncased says 512; a 32k M2-BERT must still see its own max_length inputs."""
+    from hazyzoo.evaluation.retrieval import HFTextEncoder
+
+    tokenizer = fixture_tokenizer()
+    tokenizer.model_max_length = 16
+    config = hazyzoo.M2BertConfig.tiny(vocab_size=len(tokenizer))
+    encoder = HFTextEncoder(hazyzoo.M2BertForTextEncoding(config), tokenizer)
+    assert encoder.max_length == config.max_input_length == 64

@@ -176,7 +176,8 @@ def _fit_tokenizer_length(model: Any, out: Path) -> None:
         old = tokenizer.model_max_length
         tokenizer.model_max_length = limit
         save_tokenizer(tokenizer, out)
-        print(f"tokenizer: model_max_length {old} -> {limit} (the model's input limit)")
+        shown = "unset" if old >= 10**18 else old  # transformers' "no limit" is a huge int
+        print(f"tokenizer: model_max_length {shown} -> {limit} (the model's input limit)")
 
 
 def _cmd_card(args: argparse.Namespace) -> int:

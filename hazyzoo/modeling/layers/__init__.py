@@ -10,6 +10,7 @@ from hazyzoo.modeling.layers.blockdiag import BlockDiagonalLinear
 from hazyzoo.modeling.layers.decoder import DecoderLayer
 from hazyzoo.modeling.layers.hyena_filter import ImplicitHyenaFilter
 from hazyzoo.modeling.layers.linear_attention import TaylorLinearAttention
+from hazyzoo.modeling.layers.mamba import MambaMixer
 from hazyzoo.modeling.layers.mlp import MLP, SwiGLUMLP
 from hazyzoo.modeling.layers.moe import MoEMLP
 from hazyzoo.modeling.layers.monarch_mixer import MonarchGluMlp, MonarchMixerSequenceMixing
@@ -39,6 +40,7 @@ __all__ = [
     "FullAttention",
     "ImplicitHyenaFilter",
     "LayerNorm",
+    "MambaMixer",
     "MixerKwargs",
     "MixerOutput",
     "MoEMLP",

@@ -8,6 +8,7 @@ from hazyzoo.modeling.layers.attention import FullAttention, RotaryAttention, wi
 from hazyzoo.modeling.layers.base_conv import BaseConv
 from hazyzoo.modeling.layers.blockdiag import BlockDiagonalLinear
 from hazyzoo.modeling.layers.decoder import DecoderLayer
+from hazyzoo.modeling.layers.hyena import HyenaOperator
 from hazyzoo.modeling.layers.hyena_filter import ImplicitHyenaFilter
 from hazyzoo.modeling.layers.linear_attention import TaylorLinearAttention
 from hazyzoo.modeling.layers.mamba import MambaMixer
@@ -38,6 +39,7 @@ __all__ = [
     "ChannelMixer",
     "DecoderLayer",
     "FullAttention",
+    "HyenaOperator",
     "ImplicitHyenaFilter",
     "LayerNorm",
     "MambaMixer",

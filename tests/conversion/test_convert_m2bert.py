@@ -169,7 +169,7 @@ def test_cli_gives_the_tokenizer_the_models_input_limit(tmp_path, capsys):
     checkpoint's tokenizer takes the model's limit."""
     from tests.evaluation.test_locov1_m2bert import fixture_tokenizer
 
-    tokenizer = fixture_tokenizer()
+    tokenizer = fixture_tokenizer(max_words=100)
     tokenizer.model_max_length = 16
     tokenizer.save_pretrained(tmp_path / "tok")
     assert len(tokenizer) <= 128  # fits the golden model's vocabulary

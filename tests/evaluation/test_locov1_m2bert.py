@@ -24,8 +24,9 @@ SOURCES = {
 }
 
 
-def fixture_tokenizer():
-    """A word-level tokenizer over the fixture's words with BERT's special tokens."""
+def fixture_tokenizer(max_words: int | None = None):
+    """A word-level tokenizer over the fixture's words (the first ``max_words`` in sorted order,
+    the rest unknown) with BERT's special tokens."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -35,7 +36,7 @@ def fixture_tokenizer():
             row = json.loads(line)
             words.update((row.get("query") or row.get("passage")).split())
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {t: i for i, t in enumerate([*specials, *sorted(words)])}
+    vocab = {t: i for i, t in enumerate([*specials, *sorted(words)[:max_words]])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.post_processor = processors.TemplateProcessing(

@@ -11,8 +11,10 @@ with the sequence:
   validity mask for left padding;
 * :class:`InputHistoryLayer`: a ring buffer of the last ``capacity`` inputs of a layer, for
   long-convolution (Hyena, FFT) decoding;
+* :class:`LongConvLayer`: an input-history ring plus a short-convolution tail (Hyena);
 * :class:`SsmStateLayer`: the state of a linear state-space recurrence (RTF's companion form,
   or any SSM mixer's), ``ssm_state`` [batch, state_size, channels] in float32;
+* :class:`MambaStateLayer`: Mamba's short-convolution tail and selective-scan state;
 * :class:`StatelessLayer`: for blocks whose mixer keeps no state (it only counts positions).
 
 :class:`FullAttentionLayer` is the exception, documented as such: full softmax attention must see
@@ -173,6 +175,13 @@ class SsmStateLayer(HazyCacheLayer):
     batch_states = ("ssm_state",)
 
 
+class MambaStateLayer(HazyCacheLayer):
+    """Mamba's decoding state: ``conv_state`` [batch, d_inner, d_conv - 1] (the short
+    convolution's last inputs) and ``ssm_state`` [batch, d_inner, d_state] (float32)."""
+
+    batch_states = ("conv_state", "ssm_state")
+
+
 class ConvStateLayer(HazyCacheLayer):
     """Short causal-convolution tail: ``conv_state`` [batch, channels, kernel_size - 1]."""
 
@@ -212,6 +221,7 @@ class RingBufferLayer(HazyCacheLayer):
         return {
             name: value.index_select(self.time_dims[name] % value.dim(), order)
             for name, value in self.batch_state_tensors().items()
+            if name in self.time_dims  # states outside the ring (LongConvLayer's tail) as they are
         }
 
     def store_last(self, **states: torch.Tensor) -> None:
@@ -299,6 +309,15 @@ class InputHistoryLayer(RingBufferLayer):
     def append(self, inputs: torch.Tensor) -> torch.Tensor:
         """Write one position ``inputs`` [batch, channels] in place; returns the slot written."""
         return self.write_next(inputs=inputs)
+
+
+class LongConvLayer(InputHistoryLayer):
+    """A gated long convolution's decoding state (MAD's Hyena operators): the ring buffer
+    ``inputs`` [batch, channels, capacity] of the long convolution's last ``capacity`` inputs,
+    plus ``conv_state`` [batch, short_channels, short_kernel - 1], the tail of the short
+    convolution before it. ``capacity`` is the filter's length, so the memory is fixed."""
+
+    batch_states = ("inputs", "conv_state")
 
 
 class FullAttentionLayer(HazyCacheLayer):

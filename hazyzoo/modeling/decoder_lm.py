@@ -336,7 +336,9 @@ class HazyForCausalLM(HazyDecoderPreTrainedModel, GenerationMixin):
         with config_already_checked():
             self.model = self.base_model_class(config)
         self.vocab_size = config.vocab_size
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # a bias only where the config asks for one (MAD's output projection has it)
+        bias = bool(getattr(config, "lm_head_bias", False))
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=bias)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:

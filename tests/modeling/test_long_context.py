@@ -37,7 +37,10 @@ SCRIPT = textwrap.dedent(
     # A model whose one call reads at most ``trunc_len`` tokens (RTF's kernel grid) is built
     # with a grid that holds the whole input.
     fields = make_model(model_type).config.to_dict()
-    overrides = {"trunc_len": length + steps} if "trunc_len" in fields else {}
+    # (MAD's Hyena filters are defined for max_position_embeddings positions: the same holds.)
+    overrides = {
+        key: length + steps for key in ("trunc_len", "max_position_embeddings") if key in fields
+    }
     for dtype in (torch.float32, torch.bfloat16):
         model = make_model(model_type, **overrides).to(dtype)
         ids = random_ids(model, 1, length + steps, seed=4)

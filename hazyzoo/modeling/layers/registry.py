@@ -72,9 +72,17 @@ def register_channel_mixer(
     return _register(CHANNEL_MIXERS, "channel mixer", name, test_config)
 
 
+def layer_config(config: PreTrainedConfig, layer_idx: int) -> PreTrainedConfig:
+    """The config layer ``layer_idx``'s mixers are built from: ``config.layer_config(idx)`` for
+    configs with per-layer settings (MAD's), else ``config`` itself. Idempotent."""
+    view = getattr(config, "layer_config", None)
+    return view(layer_idx) if callable(view) else config
+
+
 def _build(
     registry: dict[str, MixerEntry], field: str, name: str, config: PreTrainedConfig, idx: int
 ) -> nn.Module | None:
+    config = layer_config(config, idx)
     if name == NO_MIXER:
         return None
     if name not in registry:

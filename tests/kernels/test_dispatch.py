@@ -34,6 +34,8 @@ def test_every_op_is_registered():
         "merge_attention",
         "rms_norm",
         "rtf_step",
+        "selective_scan",
+        "selective_step",
         "taylor_attention_parallel",
         "taylor_attention_state",
         "taylor_attention_step",

@@ -21,6 +21,7 @@ from hazyzoo.collators import JrtDataCollator
 from hazyzoo.configuration.configuration_based import BASED_PRESETS, BasedConfig
 from hazyzoo.configuration.configuration_jrt import JRT_PRESETS, JrtConfig
 from hazyzoo.configuration.configuration_m2bert import M2BERT_PRESETS, M2BertConfig
+from hazyzoo.configuration.configuration_mad import MAD_LAYERS, MadConfig
 from hazyzoo.configuration.configuration_rtf import RTF_PRESETS, RtfConfig
 from hazyzoo.modeling.cache import HazyCache
 from hazyzoo.modeling.modeling_based import (
@@ -42,6 +43,13 @@ from hazyzoo.modeling.modeling_m2bert import (
     M2BertModel,
     M2BertPreTrainedModel,
 )
+from hazyzoo.modeling.modeling_mad import (
+    MAD_LORA_TARGET_MODULES,
+    MadAutoEncoder,
+    MadForCausalLM,
+    MadModel,
+    MadPreTrainedModel,
+)
 from hazyzoo.modeling.modeling_rtf import (
     RTF_LORA_TARGET_MODULES,
     RtfForCausalLM,
@@ -62,6 +70,7 @@ CAUSAL_LM_REGISTRY: dict[str, type] = {
     BasedConfig.model_type: BasedForCausalLM,
     JrtConfig.model_type: JrtForCausalLM,
     RtfConfig.model_type: RtfForCausalLM,
+    MadConfig.model_type: MadForCausalLM,
 }
 ENCODER_REGISTRY: dict[str, type] = {
     M2BertConfig.model_type: M2BertForTextEncoding,
@@ -83,6 +92,9 @@ def _register() -> None:
     AutoModelForSequenceClassification.register(
         RtfConfig, RtfForSequenceClassification, exist_ok=True
     )
+    AutoConfig.register(MadConfig.model_type, MadConfig, exist_ok=True)
+    AutoModel.register(MadConfig, MadModel, exist_ok=True)
+    AutoModelForCausalLM.register(MadConfig, MadForCausalLM, exist_ok=True)
     AutoConfig.register(M2BertConfig.model_type, M2BertConfig, exist_ok=True)
     AutoModel.register(M2BertConfig, M2BertModel, exist_ok=True)
     AutoModelForTextEncoding.register(M2BertConfig, M2BertForTextEncoding, exist_ok=True)
@@ -102,6 +114,8 @@ __all__ = [
     "JRT_PRESETS",
     "M2BERT_LORA_TARGET_MODULES",
     "M2BERT_PRESETS",
+    "MAD_LAYERS",
+    "MAD_LORA_TARGET_MODULES",
     "RTF_LORA_TARGET_MODULES",
     "RTF_PRESETS",
     "BasedConfig",
@@ -119,6 +133,11 @@ __all__ = [
     "M2BertForTextEncoding",
     "M2BertModel",
     "M2BertPreTrainedModel",
+    "MadAutoEncoder",
+    "MadConfig",
+    "MadForCausalLM",
+    "MadModel",
+    "MadPreTrainedModel",
     "RtfConfig",
     "RtfForCausalLM",
     "RtfForSequenceClassification",

@@ -103,6 +103,13 @@ CARD_SETTINGS: dict[str, dict[str, Any]] = {
         "tokenizer": "bert-base-uncased",
         "tokenizer_vocab_size": 30522,
     },
+    "hazyzoo_mad": {
+        "template": "mad.md",
+        "pipeline_tag": "text-generation",
+        "pipeline_tags": {"MadAutoEncoder": "feature-extraction"},
+        "tags": ["hazyzoo", "mad", "hybrid", "hyena", "mamba", "synthetic-tasks"],
+        "license": "mit",  # athms/mad-lab
+    },
     "hazyzoo_rtf": {
         "template": "rtf.md",
         "pipeline_tag": "text-generation",

@@ -31,10 +31,10 @@ if importlib.util.find_spec("datasets") is not None:
 
     BUILDERS["locov1"] = LoCoV1
     __all__ += ["LoCoV1", "LoCoV1Config"]
-    from hazyzoo.datasets_scripts.mad import Mad, MadConfig
+    from hazyzoo.datasets_scripts.mad import Mad, MadTaskConfig
 
     BUILDERS["mad"] = Mad
-    __all__ += ["Mad", "MadConfig"]
+    __all__ += ["Mad", "MadTaskConfig"]
 
 
 def load(

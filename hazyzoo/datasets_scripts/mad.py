@@ -29,7 +29,7 @@ import numpy as np
 
 from hazyzoo.datasets_scripts import mad_tasks
 
-__all__ = ["MAD_TASKS", "Mad", "MadConfig", "mad_config_names"]
+__all__ = ["MAD_TASKS", "Mad", "MadTaskConfig", "mad_config_names"]
 
 # Baselines and their one-at-a-time changes (the paper's task configs; other fields keep the
 # reference's defaults: no noise, motifs of 1, multi-query, 12,800 / 1,280 instances, seed 12345).
@@ -108,7 +108,7 @@ _CITATION = """\
 
 
 @dataclass
-class MadConfig(datasets.BuilderConfig):
+class MadTaskConfig(datasets.BuilderConfig):
     """One MAD task at one difficulty setting (defaults: the reference's)."""
 
     task: str = "in-context-recall"
@@ -134,7 +134,7 @@ class MadConfig(datasets.BuilderConfig):
         run by the builder: datasets applies keyword overrides without ``__post_init__``)."""
         if self.task not in MAD_TASKS:
             raise ValueError(
-                f"MadConfig.task must be one of {sorted(MAD_TASKS)}, got {self.task!r}"
+                f"MadTaskConfig.task must be one of {sorted(MAD_TASKS)}, got {self.task!r}"
             )
         for field in (
             "vocab_size",
@@ -149,11 +149,11 @@ class MadConfig(datasets.BuilderConfig):
         ):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"MadConfig.{field} must be an int >= 0, got {value!r}")
+                raise ValueError(f"MadTaskConfig.{field} must be an int >= 0, got {value!r}")
         if not 0 <= self.frac_noise < 1:
-            raise ValueError(f"MadConfig.frac_noise must be in [0, 1), got {self.frac_noise!r}")
+            raise ValueError(f"MadTaskConfig.frac_noise must be in [0, 1), got {self.frac_noise!r}")
         if self.seq_len < 4 or self.seq_len % 2:
-            raise ValueError(f"MadConfig.seq_len must be even and >= 4, got {self.seq_len}")
+            raise ValueError(f"MadTaskConfig.seq_len must be even and >= 4, got {self.seq_len}")
         if self.task == "selective-copying":
             n = self.num_tokens_to_copy
             if n < 1 or self.seq_len < 2 * n + 1 or self.vocab_size < 3:
@@ -175,11 +175,11 @@ class MadConfig(datasets.BuilderConfig):
             ns = self.vocab_size - reserved - (0 if self.multi_query else 1) - self.noise_vocab_size
             if ns < 2:
                 raise ValueError(
-                    f"MadConfig.vocab_size={self.vocab_size} leaves no room for keys and values "
+                    f"MadTaskConfig.vocab_size={self.vocab_size} leaves no room for keys and values "
                     f"after {self.noise_vocab_size} noise tokens"
                 )
             if self.frac_noise > 0 and self.noise_vocab_size < 1:
-                raise ValueError("MadConfig.frac_noise > 0 needs noise_vocab_size >= 1")
+                raise ValueError("MadTaskConfig.frac_noise > 0 needs noise_vocab_size >= 1")
         if self.task == "memorization" and self.vocab_size < 5:
             raise ValueError(f"memorization needs vocab_size >= 5, got {self.vocab_size}")
 
@@ -214,14 +214,14 @@ class MadConfig(datasets.BuilderConfig):
         )
 
 
-def _configs() -> list[MadConfig]:
+def _configs() -> list[MadTaskConfig]:
     configs = []
     for task, spec in MAD_TASKS.items():
-        configs.append(MadConfig(name=task, task=task, **spec["baseline"]))
+        configs.append(MadTaskConfig(name=task, task=task, **spec["baseline"]))
         for field, values in spec["changes"].items():
             for value in values:
                 settings = {**spec["baseline"], field: value}
-                configs.append(MadConfig(name=f"{task}-{field}-{value}", task=task, **settings))
+                configs.append(MadTaskConfig(name=f"{task}-{field}-{value}", task=task, **settings))
     return configs
 
 
@@ -234,7 +234,7 @@ class Mad(datasets.GeneratorBasedBuilder):
     """MAD's six synthetic tasks, each at its baseline and every difficulty change."""
 
     VERSION = datasets.Version("1.0.0")
-    BUILDER_CONFIG_CLASS = MadConfig
+    BUILDER_CONFIG_CLASS = MadTaskConfig
     BUILDER_CONFIGS = _configs()
     DEFAULT_CONFIG_NAME = "in-context-recall"
 

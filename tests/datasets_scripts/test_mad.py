@@ -12,7 +12,7 @@ import pytest
 datasets = pytest.importorskip("datasets")
 
 from hazyzoo.datasets_scripts import load  # noqa: E402
-from hazyzoo.datasets_scripts.mad import MAD_TASKS, MadConfig, mad_config_names  # noqa: E402
+from hazyzoo.datasets_scripts.mad import MAD_TASKS, MadTaskConfig, mad_config_names  # noqa: E402
 from hazyzoo.datasets_scripts.mad_tasks import memorization_kv_map  # noqa: E402
 from tests.conftest import golden_dir  # noqa: E402
 
@@ -61,7 +61,7 @@ def test_golden_instances_equal_the_reference(task, tmp_path):
         assert np.array_equal([kv[k] for k in keys], want["kv_map_values"])
 
 
-def mad_configs() -> list[MadConfig]:
+def mad_configs() -> list[MadTaskConfig]:
     from hazyzoo.datasets_scripts.mad import Mad
 
     return Mad.BUILDER_CONFIGS
@@ -129,6 +129,6 @@ def test_difficulty_configs_follow_the_papers_task_configs():
 )
 def test_bad_settings_are_refused_by_name(overrides, match):
     with pytest.raises(ValueError, match=match):
-        MadConfig(name="x", **overrides)
+        MadTaskConfig(name="x", **overrides)
     with pytest.raises(ValueError, match=match):  # as keyword overrides of a named config
         load("mad", "in-context-recall", **overrides)

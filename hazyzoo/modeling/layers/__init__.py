@@ -8,9 +8,16 @@ from hazyzoo.modeling.layers.attention import FullAttention, RotaryAttention, wi
 from hazyzoo.modeling.layers.base_conv import BaseConv
 from hazyzoo.modeling.layers.blockdiag import BlockDiagonalLinear
 from hazyzoo.modeling.layers.decoder import DecoderLayer
-from hazyzoo.modeling.layers.hyena import HyenaOperator
+from hazyzoo.modeling.layers.gated_linear_attention import GatedLinearAttention
+from hazyzoo.modeling.layers.hyena import (
+    HyenaExpertsOperator,
+    HyenaOperator,
+    MultiHeadHyenaOperator,
+)
 from hazyzoo.modeling.layers.hyena_filter import ImplicitHyenaFilter
 from hazyzoo.modeling.layers.linear_attention import TaylorLinearAttention
+from hazyzoo.modeling.layers.mad_linear_attention import MadLinearAttention
+from hazyzoo.modeling.layers.mad_moe import MadMoeMlp, mad_topk_gate
 from hazyzoo.modeling.layers.mamba import MambaMixer
 from hazyzoo.modeling.layers.mlp import MLP, SwiGLUMLP
 from hazyzoo.modeling.layers.moe import MoEMLP
@@ -39,15 +46,20 @@ __all__ = [
     "ChannelMixer",
     "DecoderLayer",
     "FullAttention",
+    "GatedLinearAttention",
+    "HyenaExpertsOperator",
     "HyenaOperator",
     "ImplicitHyenaFilter",
     "LayerNorm",
+    "MadLinearAttention",
+    "MadMoeMlp",
     "MambaMixer",
     "MixerKwargs",
     "MixerOutput",
     "MoEMLP",
     "MonarchGluMlp",
     "MonarchMixerSequenceMixing",
+    "MultiHeadHyenaOperator",
     "PrefixLinearAttention",
     "RMSNorm",
     "RotaryAttention",
@@ -59,6 +71,7 @@ __all__ = [
     "TaylorLinearAttention",
     "apply_rotary",
     "build_norm",
+    "mad_topk_gate",
     "register_channel_mixer",
     "register_sequence_mixer",
     "rotary_cos_sin",

@@ -76,6 +76,19 @@ class _PositionalFeatures(nn.Module):
             self.z.copy_(hyena_positional_features(self.length, self.emb_dim)[0])
 
 
+class _StoredDecay(nn.Module):
+    """The decay rates as a stored buffer ``deltas`` [1, 1, C] (MAD's ``modulation``)."""
+
+    def __init__(self, channels: int, fast: float, slow: float, target: float) -> None:
+        super().__init__()
+        self.rates = (channels, fast, slow, target)
+        self.register_buffer("deltas", hyena_decay_rates(channels, fast, slow, target))
+
+    @torch.no_grad()
+    def _init_hazy_weights(self, config: object) -> None:
+        self.deltas.copy_(hyena_decay_rates(*self.rates))
+
+
 class ImplicitHyenaFilter(nn.Module):
     """An implicit long filter over ``channels`` for inputs up to ``max_length`` tokens.
 
@@ -104,6 +117,8 @@ class ImplicitHyenaFilter(nn.Module):
         slow_decay_pct: float = 1.5,
         target: float = 1e-2,
         shift: float = 0.0,
+        skip: bool = True,
+        stored_decay: bool = False,
     ) -> None:
         super().__init__()
         self.channels = channels
@@ -120,7 +135,11 @@ class ImplicitHyenaFilter(nn.Module):
         self.implicit_filter_rev = (
             self._mlp(emb_dim, order, channels, num_inner_mlps) if bidirectional else None
         )
-        self.bias = nn.Parameter(torch.randn(channels))
+        # ``skip=False``: no ``bias`` (a caller that applies its own skip, as MAD's Hyena does).
+        self.bias = nn.Parameter(torch.randn(channels)) if skip else None
+        # ``stored_decay=True``: the decay rates are a buffer ``modulation.deltas`` [1, 1, C]
+        # (MAD's state dicts carry it), initialised to :func:`hyena_decay_rates`.
+        self.modulation = _StoredDecay(channels, *self.decay_pcts) if stored_decay else None
 
     @staticmethod
     def _mlp(emb_dim: int, order: int, channels: int, inner: int) -> nn.ModuleList:
@@ -131,7 +150,8 @@ class ImplicitHyenaFilter(nn.Module):
     def _init_hazy_weights(self, config: object) -> None:
         """Hyena's init of the filter's own parameters: ``freq = w``, ``D ~ N(0, 1)``."""
         init.constant_(self.freq, self.w)
-        init.normal_(self.bias)
+        if self.bias is not None:
+            init.normal_(self.bias)
 
     def _check_length(self, length: int) -> None:
         if length > self.max_length:
@@ -147,7 +167,10 @@ class ImplicitHyenaFilter(nn.Module):
         h = mlp[-1](h)  # [1, L, C]
         if self.modulate:
             t = torch.linspace(0, 1, self.max_length, device=h.device)[:length, None]
-            deltas = hyena_decay_rates(self.channels, *self.decay_pcts).to(h.device)[0]
+            if self.modulation is not None:
+                deltas = self.modulation.deltas.float()[0]
+            else:
+                deltas = hyena_decay_rates(self.channels, *self.decay_pcts).to(h.device)[0]
             h = h * (torch.exp(-t * deltas.abs()) + self.shift)
         return h[0].transpose(0, 1)  # [C, L]
 
@@ -179,7 +202,9 @@ class ImplicitHyenaFilter(nn.Module):
                 raise TypeError("give the input u, or length to get (kernel, skip)")
             return self.conv_kernel(length), self.bias
         x = u.transpose(1, 2).float()
-        y = ops.fft_conv(x, self.conv_kernel(u.shape[1])) + x * self.bias.float()[:, None]
+        y = ops.fft_conv(x, self.conv_kernel(u.shape[1]))
+        if self.bias is not None:
+            y = y + x * self.bias.float()[:, None]
         return y.transpose(1, 2).to(u.dtype)
 
 

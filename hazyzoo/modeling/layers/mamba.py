@@ -5,20 +5,26 @@ scan, ``y * silu(z)``, output projection (reference parameter names: ``in_proj``
 
 Decoding keeps a fixed-size state per sequence: the last ``d_conv - 1`` inputs of the
 convolution and the scan state ``[d_inner, d_state]``; :meth:`MambaMixer.step` advances both by
-one position and equals the parallel forward (tested). Not yet registered as a shared-stack
-mixer: MAD's config (issue 10) will register it with its cache layer.
+one position and equals the parallel forward (tested). Registered as the shared-stack mixer
+``mamba`` (MAD's ``mamba`` layer; settings ``mamba_*`` of :class:`~hazyzoo.MadConfig`), with
+:class:`~hazyzoo.modeling.cache.MambaStateLayer` as its cache. Padding positions (mask 0) get
+``dt = 0`` and a zero convolution input, so they leave the state unchanged.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import PreTrainedConfig
 from transformers import initialization as init
 
-from hazyzoo.kernels.selective_scan import selective_scan_reference, selective_state_step
+from hazyzoo.kernels.selective_scan import selective_scan, selective_step
+from hazyzoo.modeling.cache import MambaStateLayer
+from hazyzoo.modeling.layers.registry import layer_config, register_sequence_mixer
 
 __all__ = ["MambaMixer"]
 
@@ -47,6 +53,13 @@ class _DtProjection(nn.Linear):
             self.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
 
+def _tiny() -> PreTrainedConfig:
+    from hazyzoo.configuration.configuration_mad import MadConfig
+
+    return MadConfig.tiny(layers=["mamba"] * 4)  # the contract builds layers 0 and 3
+
+
+@register_sequence_mixer("mamba", test_config=_tiny)
 class MambaMixer(nn.Module):
     """``[batch, seq, d_model] -> same``: Mamba's selective SSM block (the reference's slow path).
 
@@ -68,8 +81,10 @@ class MambaMixer(nn.Module):
         dt_init_floor: float = 1e-4,
         conv_bias: bool = True,
         bias: bool = False,
+        layer_idx: int | None = None,
     ) -> None:
         super().__init__()
+        self.layer_idx = layer_idx
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
@@ -105,30 +120,87 @@ class MambaMixer(nn.Module):
         dt, b, c = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         return self.dt_proj(dt), b, c
 
+    @classmethod
+    def from_config(cls, config: PreTrainedConfig, layer_idx: int) -> MambaMixer:
+        """Build layer ``layer_idx`` from its ``mamba_*`` settings (MAD's ``mamba`` defaults)."""
+        v = layer_config(config, layer_idx)
+        if v.mamba_dt_init != "random":
+            raise ValueError(f"mamba_dt_init must be 'random', got {v.mamba_dt_init!r}")
+        return cls(
+            v.hidden_size,
+            d_state=v.mamba_d_state,
+            d_conv=v.mamba_d_conv,
+            expand=v.mamba_expand,
+            dt_rank=v.mamba_dt_rank,
+            dt_min=v.mamba_dt_min,
+            dt_max=v.mamba_dt_max,
+            dt_scale=v.mamba_dt_scale,
+            dt_init_floor=v.mamba_dt_init_floor,
+            conv_bias=v.mamba_conv_bias,
+            bias=v.mamba_bias,
+            layer_idx=layer_idx,
+        )
+
+    def make_cache_layer(self) -> MambaStateLayer:
+        """A fresh cache layer: the convolution tail and the scan state."""
+        return MambaStateLayer()
+
     def forward(
-        self, hidden_states: torch.Tensor, *, return_state: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache_layer: MambaStateLayer | None = None,
+        return_state: bool = False,
+        **kwargs: Any,
     ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """The whole sequence at once; with ``return_state`` also the decoding state after it
-        (``conv_state [B, d_inner, d_conv - 1]``, ``ssm_state [B, d_inner, d_state]`` float32)."""
+        """``[B, L, d_model]`` -> same, continuing ``cache_layer``'s state when it has one; with
+        ``return_state`` also the state after the input (``conv_state [B, d_inner, d_conv - 1]``,
+        ``ssm_state [B, d_inner, d_state]`` float32)."""
+        has_past = cache_layer is not None and cache_layer.has_state
         length = hidden_states.shape[1]
+        if has_past and length == 1 and attention_mask is None:
+            out = self.step(hidden_states[:, 0], cache_layer.conv_state, cache_layer.ssm_state)
+            out = out[:, None]
+            state = (cache_layer.conv_state, cache_layer.ssm_state)
+            return (out, state) if return_state else out
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
+        if attention_mask is not None:
+            x = x * attention_mask[..., None].to(x.dtype)
         x_t = x.transpose(1, 2)  # [B, d_inner, L]
-        conv_in = F.pad(x_t, (self.d_conv - 1, 0))
-        conv_state = conv_in[..., -(self.d_conv - 1) :] if self.d_conv > 1 else conv_in[..., :0]
-        x_c = F.silu(self.conv1d(x_t)[..., :length])  # [B, d_inner, L]
+        tail = self.d_conv - 1
+        if has_past:
+            conv_in = torch.cat([cache_layer.conv_state.to(x_t.dtype), x_t], dim=-1)
+        else:
+            conv_in = F.pad(x_t, (tail, 0))
+        conv_state = conv_in[..., conv_in.shape[-1] - tail :]
+        # conv1d pads by tail on both sides: output i is the window ending at input i
+        x_c = F.silu(self.conv1d(conv_in)[..., tail : tail + length])  # [B, d_inner, L]
         delta, b, c = self._project(x_c.transpose(1, 2))
+        dt = F.softplus(delta.float())
+        if attention_mask is not None:
+            dt = dt * attention_mask[..., None].float()  # pads: decay 1, no input
         a = -torch.exp(self.A_log.float())
-        y, state = selective_scan_reference(
+        y, state = selective_scan(
             x_c,
-            delta.transpose(1, 2),
+            dt.transpose(1, 2),
             a,
             b.transpose(1, 2),
             c.transpose(1, 2),
             D=self.D,
             z=z.transpose(1, 2),
-            delta_softplus=True,
+            delta_softplus=False,
+            initial_state=cache_layer.ssm_state if has_past else None,
             return_last_state=True,
         )
+        if cache_layer is not None:
+            if has_past:  # in place, so a captured CUDA graph keeps updating the same buffers
+                cache_layer.conv_state.copy_(conv_state)
+                cache_layer.ssm_state.copy_(state)
+            else:
+                cache_layer.conv_state = conv_state.detach().contiguous()
+                cache_layer.ssm_state = state.detach()
         out = self.out_proj(y.transpose(1, 2))
         return (out, (conv_state.contiguous(), state)) if return_state else out
 
@@ -142,7 +214,7 @@ class MambaMixer(nn.Module):
         x_c = F.silu(self.conv1d(window)[..., self.d_conv - 1])
         conv_state.copy_(window[..., 1:])
         delta, b, c = self._project(x_c)
-        y = selective_state_step(
+        y = selective_step(
             ssm_state,
             x_c,
             delta,

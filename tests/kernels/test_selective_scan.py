@@ -5,9 +5,9 @@ step -- plus input checks and the dispatch policy.
 Tolerances: float32 results within ``FP32_TOL`` (1e-4) of the largest reference value
 (:func:`tests.kernels.conftest.assert_close`); float16 results within one float16 rounding
 (``assert_close_at_dtype``). Shapes are tiny (the interpreter is slow) and the kernels' block
-sizes are tiny when interpreted (4 channels per program, checkpoints every 4 steps), so the
-channel masking, the cross-block reductions of dB / dC and several chunks (the last one
-partial) all run.
+sizes are tiny when interpreted (4 channels per program at d_state 4, time tiles of 4 steps,
+each checkpointed), so the channel masking, the cross-block reductions of dB / dC and several
+tiles (the last one partial) all run.
 """
 
 from __future__ import annotations
@@ -140,6 +140,24 @@ def test_scan_chunk_and_block_sizes(chunk, block_d):
     """Checkpoint interval (1 step, partial last chunk, longer than L) and channels per
     program (one, more than D) do not change the results."""
     check_against_reference(Case(2, 6, 11, 4, **ALL), chunk=chunk, block_d=block_d)
+
+
+@requires_triton
+@pytest.mark.parametrize("chunk", [1, 6, 8, None])
+def test_scan_many_time_tiles(chunk):
+    """Sequences spanning many time tiles: one-step tiles, a tile length that is not a power
+    of two (masked lanes inside every tile), a power of two, the default (4 when
+    interpreted). The last tile is partial, the prefetch runs past both ends and the state
+    and its gradient cross every tile boundary."""
+    check_against_reference(Case(2, 5, 37, 4, **ALL), chunk=chunk)
+
+
+@requires_triton
+def test_scan_many_time_tiles_transposed_n16():
+    """Transposed (L-strided) views, d_state 16, several channel blocks and tiles."""
+    case = Case(1, 3, 29, 16, D=True, z=True, bias=True, softplus=True, init=True, last=True,
+                transposed=True)  # fmt: skip
+    check_against_reference(case, chunk=8, block_d=2)
 
 
 @requires_triton

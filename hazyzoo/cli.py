@@ -55,6 +55,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(rtf_flags)}: only for `hazyzoo convert rtf`")
     if args.architecture == "jrt":
         from hazyzoo.conversion.jrt import convert_jrt as convert
+    elif args.architecture == "mad":
+        from hazyzoo.conversion.mad import convert_mad as convert
     elif args.architecture == "m2bert":
         from hazyzoo.conversion.m2bert import convert_m2bert
 
@@ -290,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("convert", help="convert a released reference checkpoint")
-    p.add_argument("architecture", choices=["based", "jrt", "m2bert", "rtf"])
+    p.add_argument("architecture", choices=["based", "jrt", "m2bert", "mad", "rtf"])
     p.add_argument(
         "src",
         help="directory with the reference config.json and weights (m2bert: pytorch_model.bin "
@@ -393,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_locov1_arguments(p)
     p.set_defaults(func=_cmd_eval_locov1)
+    p = eval_sub.add_parser(
+        "mad", help="MAD synthetic tasks: train architectures, accuracy per task, MAD scores"
+    )
+    _add_mad_arguments(p)
+    p.set_defaults(func=_cmd_eval_mad)
     return parser
 
 
@@ -405,6 +412,19 @@ def _add_locov1_arguments(parser: argparse.ArgumentParser) -> None:
 def _cmd_eval_locov1(args: argparse.Namespace) -> int:
     """``hazyzoo eval locov1``: dense retrieval with a text encoder, nDCG@10 per task."""
     from hazyzoo.evaluation.locov1 import run_from_args
+
+    return run_from_args(args)
+
+
+def _add_mad_arguments(parser: argparse.ArgumentParser) -> None:
+    from hazyzoo.evaluation.mad import add_arguments
+
+    add_arguments(parser)
+
+
+def _cmd_eval_mad(args: argparse.Namespace) -> int:
+    """``hazyzoo eval mad``: the MAD protocol (reduced by default, the paper's with --full)."""
+    from hazyzoo.evaluation.mad import run_from_args
 
     return run_from_args(args)
 

@@ -69,11 +69,16 @@ ZOO: tuple[ZooEntry, ...] = (
         "MAD",
         "Poli et al. 2024, Mechanistic design and scaling of hybrid architectures",
         "hybrid LMs + synthetic tasks",
-        "hazyzoo_mad; hazyzoo.datasets_scripts.load('mad')",
-        "partial",
-        "the six MAD synthetic tasks as a datasets builder (every difficulty setting, the "
-        "released generators reproduced instance for instance); striped hybrids and the MAD "
-        "score are planned",
+        "hazyzoo_mad: MadForCausalLM, MadAutoEncoder; hazyzoo.datasets_scripts.load('mad'); "
+        "hazyzoo eval mad",
+        "available",
+        "striped hybrids as a list of layers in MAD's names or shorthands over every zoo "
+        "primitive (attention, sliding window, linear and gated linear attention, Hyena, "
+        "multi-head Hyena, Hyena experts, Hyena-RTF, Mamba with a Triton scan, RTF, BASED's "
+        "mixers; MLP, SwiGLU, MoE), each with a cache (Auto classes, generate, Trainer, peft, "
+        "card), converter from athms/mad-lab, the six synthetic tasks as a datasets builder "
+        "(every difficulty setting, the released generators reproduced), `hazyzoo eval mad` "
+        "(Trainer, lr x wd grid, macro accuracy, MAD scores, JSON/table/PNG)",
     ),
     ZooEntry(
         "M2-BERT",

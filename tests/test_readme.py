@@ -38,3 +38,10 @@ def test_adding_a_mixer_example_registers_a_mixer_that_keeps_the_contract(token_
     contract.test_decode_steps_update_the_state_in_place(token_shift)
     contract.test_left_padding_is_invisible(token_shift)
     contract.test_cache_layer_survives_batch_operations(token_shift)
+
+
+def test_mad_example_runs_as_written():
+    code = _section_code("MAD hybrids and the MAD synthetic tasks")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["out"].shape == (2, 20)

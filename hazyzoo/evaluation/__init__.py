@@ -10,6 +10,9 @@
   loader needs ``datasets`` and is imported only when a task is loaded by name.
 - :mod:`hazyzoo.evaluation.locov1_mteb`: the LoCoV1 tasks as mteb 2.x retrieval tasks (optional;
   not imported here).
+- :mod:`hazyzoo.evaluation.mad`: the MAD synthetic-task benchmark (Poli et al. 2024): trains
+  architectures with ``transformers.Trainer`` on the six tasks, macro accuracy, MAD scores,
+  table, JSON and heatmap (``hazyzoo eval mad``; not imported here).
 - :mod:`hazyzoo.evaluation.metrics`: ``evaluate``-loadable metric modules
   (``evaluate.load(metric_path("ndcg_at_k"))``).
 

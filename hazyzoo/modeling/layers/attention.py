@@ -211,7 +211,11 @@ class FullAttention(RotaryAttention):
             valid_all = torch.cat([cache_layer.valid, valid], dim=1)
         else:
             k_all, v_all, valid_all = k, v, valid
-        out = windowed_attention(q, k_all, v_all, valid_all, None, self.query_block_size)
+        if not has_past and attention_mask is None:
+            # no padding, no past: SDPA's own causal mask (flash attention on CUDA)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            out = windowed_attention(q, k_all, v_all, valid_all, None, self.query_block_size)
         if cache_layer is not None:
             cache_layer.append(k.detach(), v.detach(), new_valid)
         return self._finish(out, q, k, valid, has_past, output_attentions)

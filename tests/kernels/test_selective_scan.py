@@ -16,11 +16,13 @@ import dataclasses
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import hazyzoo.kernels.selective_scan as ss
 from hazyzoo.kernels import dispatch
 from hazyzoo.kernels.dispatch import get_op, triton_available
-from tests.kernels.conftest import assert_close, assert_close_at_dtype
+from tests.kernels.conftest import HYPOTHESIS, assert_close, assert_close_at_dtype
 
 if triton_available():
     from hazyzoo.kernels.selective_scan.triton_scan import (
@@ -132,6 +134,19 @@ CASES = {
 @pytest.mark.parametrize("name", CASES)
 def test_scan_forward_and_gradients_match_reference(name):
     check_against_reference(CASES[name])
+
+
+@requires_triton
+@HYPOTHESIS
+@given(
+    batch=st.integers(1, 2),
+    channels=st.integers(1, 6),
+    length=st.integers(1, 19),
+    n_state=st.integers(1, 6),
+    options=st.fixed_dictionaries({k: st.booleans() for k in (*ALL, "transposed")}),
+)
+def test_scan_matches_reference_on_drawn_shapes(batch, channels, length, n_state, options):
+    check_against_reference(Case(batch, channels, length, n_state, **options))
 
 
 @requires_triton

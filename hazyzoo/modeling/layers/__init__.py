@@ -9,16 +9,14 @@ from hazyzoo.modeling.layers.base_conv import BaseConv
 from hazyzoo.modeling.layers.blockdiag import BlockDiagonalLinear
 from hazyzoo.modeling.layers.decoder import DecoderLayer
 from hazyzoo.modeling.layers.gated_linear_attention import GatedLinearAttention
-from hazyzoo.modeling.layers.hyena import (
-    HyenaExpertsOperator,
-    HyenaOperator,
-    MultiHeadHyenaOperator,
-)
+from hazyzoo.modeling.layers.hyena import HyenaOperator
+from hazyzoo.modeling.layers.hyena_experts import HyenaExpertsOperator
 from hazyzoo.modeling.layers.hyena_filter import ImplicitHyenaFilter
 from hazyzoo.modeling.layers.linear_attention import TaylorLinearAttention
 from hazyzoo.modeling.layers.mad_linear_attention import MadLinearAttention
 from hazyzoo.modeling.layers.mad_moe import MadMoeMlp, mad_topk_gate
 from hazyzoo.modeling.layers.mamba import MambaMixer
+from hazyzoo.modeling.layers.mh_hyena import MultiHeadHyenaOperator
 from hazyzoo.modeling.layers.mlp import MLP, SwiGLUMLP
 from hazyzoo.modeling.layers.moe import MoEMLP
 from hazyzoo.modeling.layers.monarch_mixer import MonarchGluMlp, MonarchMixerSequenceMixing

@@ -1,7 +1,7 @@
 """MAD's Hyena operators (Poli et al. 2023, 2024), order 2, as shared-stack sequence mixers.
 
-Three registered mixers, all ``in_proj -> short causal conv -> gated long convolution ->
-out_proj`` with the reference's parameter names (``in_proj``, ``short_filter``,
+Three registered mixers (this file, :mod:`.mh_hyena` and :mod:`.hyena_experts`), all
+``in_proj -> short causal conv -> gated long convolution -> out_proj`` with the reference's parameter names (``in_proj``, ``short_filter``,
 ``long_conv.bias`` (the per-channel skip), ``long_conv.filter`` (an implicit Hyena filter or an
 RTF filter), ``out_proj``, ``router``):
 
@@ -46,23 +46,32 @@ from transformers import PreTrainedConfig
 from hazyzoo.kernels import rtf as ops
 from hazyzoo.modeling.cache import LongConvLayer
 from hazyzoo.modeling.layers.hyena_filter import ImplicitHyenaFilter
-from hazyzoo.modeling.layers.mad_moe import mad_topk_gate
 from hazyzoo.modeling.layers.registry import layer_config, register_sequence_mixer
 from hazyzoo.modeling.layers.rtf import RtfFilter
 
-__all__ = ["HyenaExpertsOperator", "HyenaOperator", "MultiHeadHyenaOperator"]
+__all__ = [
+    "GatedConvBase",
+    "HyenaOperator",
+    "LongConv",
+    "cached_positions",
+    "make_long_filter",
+    "tiny_test_config",
+]
 
 
-def _tiny(name: str):  # test configs for the mixer contract (imported lazily)
+def tiny_test_config(name: str) -> Any:
+    """A builder of the tiny MAD config whose layers are all ``name`` (the mixer contract builds
+    layers 0 and 3); the config module is imported lazily."""
+
     def build() -> PreTrainedConfig:
         from hazyzoo.configuration.configuration_mad import MadConfig
 
-        return MadConfig.tiny(layers=[name] * 4)  # the contract builds layers 0 and 3
+        return MadConfig.tiny(layers=[name] * 4)
 
     return build
 
 
-class _LongConv(nn.Module):
+class LongConv(nn.Module):
     """The long convolution: ``filter`` (an :class:`RtfFilter` or an implicit filter without
     its own skip) gives the kernel; ``bias`` is the per-channel skip ``D``."""
 
@@ -95,7 +104,8 @@ class _LongConv(nn.Module):
         return y + x * self.bias.float()[:, None]
 
 
-def _make_filter(view: Any, channels: int) -> nn.Module:
+def make_long_filter(view: Any, channels: int) -> nn.Module:
+    """The long filter a layer's settings ask for: implicit Hyena or RTF, ``channels`` wide."""
     kind = view.hyena_filter_cls
     if kind == "rtf":
         return RtfFilter(
@@ -117,11 +127,12 @@ def _make_filter(view: Any, channels: int) -> nn.Module:
     raise ValueError(f"hyena_filter_cls must be 'implicit' or 'rtf', got {kind!r}")
 
 
-def _past(cache_layer: LongConvLayer | None) -> int:
+def cached_positions(cache_layer: LongConvLayer | None) -> int:
+    """Positions a cache layer has already consumed (0 without one or before the first call)."""
     return cache_layer.seen_tokens if cache_layer is not None and cache_layer.has_state else 0
 
 
-class _GatedConvBase(nn.Module):
+class GatedConvBase(nn.Module):
     """``in_proj`` (optionally tiled), the short causal filter and the cache bookkeeping the
     three operators share. Subclasses define ``_mix`` (the long convolution and the gating)."""
 
@@ -194,7 +205,7 @@ class _GatedConvBase(nn.Module):
     def _history_conv(
         self,
         w: torch.Tensor,
-        long_conv: _LongConv,
+        long_conv: LongConv,
         cache_layer: LongConvLayer | None,
         past: int,
     ) -> torch.Tensor:
@@ -222,8 +233,8 @@ class _GatedConvBase(nn.Module):
         return y + skip
 
 
-@register_sequence_mixer("hyena", test_config=_tiny("hyena"))
-class HyenaOperator(_GatedConvBase):
+@register_sequence_mixer("hyena", test_config=tiny_test_config("hyena"))
+class HyenaOperator(GatedConvBase):
     """MAD's order-2, single-head Hyena operator (``filter_cls`` ``"implicit"`` or ``"rtf"``).
 
     Settings read by :meth:`from_config` (MAD's ``hyena`` defaults): ``hyena_inner_factor``,
@@ -243,7 +254,7 @@ class HyenaOperator(_GatedConvBase):
             view.max_position_embeddings,
             layer_idx,
         )
-        self.long_conv = _LongConv(self.inner, _make_filter(view, self.inner))
+        self.long_conv = LongConv(self.inner, make_long_filter(view, self.inner))
         self.out_proj = nn.Linear(self.inner, dim)
 
     @classmethod
@@ -261,7 +272,7 @@ class HyenaOperator(_GatedConvBase):
         **kwargs: Any,
     ) -> torch.Tensor:
         """``[B, L, dim]`` -> ``[B, L, dim]`` (causal; ``attention_mask`` 1 = token)."""
-        past = _past(cache_layer)
+        past = cached_positions(cache_layer)
         self._check_length(past, hidden_states.shape[1])
         x0, x1, v = self._short(hidden_states, attention_mask, cache_layer).split(self.inner, 1)
         w = v * x1
@@ -269,162 +280,3 @@ class HyenaOperator(_GatedConvBase):
             w = w * attention_mask[:, None, :].to(w.dtype)
         y = self._history_conv(w, self.long_conv, cache_layer, past).to(x0.dtype)
         return self.out_proj((y * x0).transpose(1, 2))
-
-
-@register_sequence_mixer("hyena_experts", test_config=_tiny("hyena-experts"))
-class HyenaExpertsOperator(_GatedConvBase):
-    """MAD's ``hyena-experts``: the order-2 operator over ``expert_size * num_experts``
-    channels (channel ``num_experts * i + e`` is channel i of expert e), mixed over experts by
-    MAD's top-k gate of ``router(u)`` (:func:`mad_topk_gate`), then ``out_proj``.
-
-    Settings: ``hyena_expert_size``, ``num_experts``, ``num_experts_per_tok``,
-    ``hyena_short_filter_order`` and the filter settings of :class:`HyenaOperator`.
-    """
-
-    def __init__(self, view: Any, layer_idx: int | None = None) -> None:
-        dim = view.hidden_size
-        self.expert_size, self.num_experts = view.hyena_expert_size, view.num_experts
-        self.top_k = view.num_experts_per_tok
-        self.inner = self.expert_size * self.num_experts
-        super().__init__(
-            dim,
-            3 * self.inner,
-            1,
-            view.hyena_short_filter_order,
-            view.max_position_embeddings,
-            layer_idx,
-        )
-        self.long_conv = _LongConv(self.inner, _make_filter(view, self.inner))
-        self.router = nn.Linear(dim, self.num_experts)
-        self.out_proj = nn.Linear(self.expert_size, dim)
-
-    @classmethod
-    def from_config(cls, config: PreTrainedConfig, layer_idx: int) -> HyenaExpertsOperator:
-        """Build layer ``layer_idx`` from its settings (see :class:`~hazyzoo.MadConfig`)."""
-        return cls(layer_config(config, layer_idx), layer_idx)
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        *,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        cache_layer: LongConvLayer | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        """``[B, L, dim]`` -> ``[B, L, dim]`` (causal)."""
-        past = _past(cache_layer)
-        self._check_length(past, hidden_states.shape[1])
-        x0, x1, v = self._short(hidden_states, attention_mask, cache_layer).split(self.inner, 1)
-        w = v * x1
-        if attention_mask is not None:
-            w = w * attention_mask[:, None, :].to(w.dtype)
-        y = self._history_conv(w, self.long_conv, cache_layer, past).to(x0.dtype) * x0
-        y = y.transpose(1, 2).unflatten(-1, (self.expert_size, self.num_experts))
-        gate = mad_topk_gate(self.router(hidden_states), self.top_k)  # [B, L, E]
-        return self.out_proj((y * gate[..., None, :].to(y.dtype)).sum(-1))
-
-
-@register_sequence_mixer("mh_hyena", test_config=_tiny("mh-hyena"))
-class MultiHeadHyenaOperator(_GatedConvBase):
-    """MAD's ``mh-hyena``: order 2, ``inner / head_size`` heads of ``head_size =
-    hyena_num_heads`` channels, one long filter and skip per head over the outer products
-    ``k_t v_t^T``, read out by ``q_t``; ``q, v, k`` are the short filter's three chunks in
-    that order. Settings: those of :class:`HyenaOperator`, with ``hyena_num_heads`` the head
-    size (MAD's convention).
-    """
-
-    def __init__(self, view: Any, layer_idx: int | None = None) -> None:
-        dim = view.hidden_size
-        self.inner = view.hyena_inner_factor * dim
-        self.head_size = view.hyena_num_heads
-        if self.inner % self.head_size:
-            raise ValueError(
-                f"mh-hyena: inner width {self.inner} is not divisible by hyena_num_heads "
-                f"({self.head_size}, MAD's head size)"
-            )
-        self.heads = self.inner // self.head_size
-        super().__init__(
-            dim,
-            3 * self.inner,
-            view.hyena_proj_groups,
-            view.hyena_short_filter_order,
-            view.max_position_embeddings,
-            layer_idx,
-        )
-        self.long_conv = _LongConv(self.heads, _make_filter(view, self.heads))
-        self.out_proj = nn.Linear(self.inner, dim)
-
-    @classmethod
-    def from_config(cls, config: PreTrainedConfig, layer_idx: int) -> MultiHeadHyenaOperator:
-        """Build layer ``layer_idx`` from its settings (see :class:`~hazyzoo.MadConfig`)."""
-        return cls(layer_config(config, layer_idx), layer_idx)
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().unflatten(1, (self.heads, self.head_size))  # [B, G, hs, L]
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        *,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        cache_layer: LongConvLayer | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        """``[B, L, dim]`` -> ``[B, L, dim]`` (causal)."""
-        past = _past(cache_layer)
-        length = hidden_states.shape[1]
-        self._check_length(past, length)
-        q, v, k = self._short(hidden_states, attention_mask, cache_layer).split(self.inner, 1)
-        if attention_mask is not None:
-            keep = attention_mask[:, None, :].to(k.dtype)
-            k, v = k * keep, v * keep
-        dtype = q.dtype
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        skip = self.long_conv.bias.float()
-        if cache_layer is None or past == 0:
-            # FFT form: the outer products as G * hs * hs channels, each head's filter shared
-            kv = k[:, :, :, None] * v[:, :, None]  # [B, G, hs, hs, L]
-            kernel = self.long_conv.kernel(length)  # [G, L]
-            kern = kernel[:, None, None].expand(-1, self.head_size, self.head_size, -1)
-            s = ops.fft_conv(kv.flatten(1, 3), kern.flatten(0, 2)).unflatten(
-                1, (self.heads, self.head_size, self.head_size)
-            )
-            s = s + kv * skip[None, :, None, None, None]
-            y = (q[:, :, :, None] * s).sum(2)  # [B, G, hs(j), L]
-            if cache_layer is not None:
-                cache_layer.store(torch.cat([k, v], dim=1).flatten(1, 2).detach())
-        else:
-            y = self._attend(q, k, v, cache_layer, skip)
-        y = y.flatten(1, 2).to(dtype)  # [B, inner, L]
-        return self.out_proj(y.transpose(1, 2))
-
-    def _attend(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        cache_layer: LongConvLayer,
-        skip: torch.Tensor,
-    ) -> torch.Tensor:
-        """New positions given the cached ``k``/``v`` history: ``y_t = sum_s f[t - s]
-        (q_t . k_s) v_s + D (q_t . k_t) v_t``, an attention with Toeplitz weights."""
-        length, cap = q.shape[-1], cache_layer.capacity
-        history = cache_layer.history().unflatten(1, (2 * self.heads, self.head_size))
-        k_all = torch.cat([history[:, : self.heads], k], dim=-1)  # [B, G, hs, cap + L]
-        v_all = torch.cat([history[:, self.heads :], v], dim=-1)
-        kernel = self.long_conv.kernel(cap)  # [G, cap]
-        lag = (cap + torch.arange(length, device=q.device))[:, None] - torch.arange(
-            cap + length, device=q.device
-        )[None]  # [L, cap + L]
-        weights = kernel[:, lag.clamp(0, cap - 1)] * ((lag >= 0) & (lag < cap)).float()
-        weights = weights + skip[:, None, None] * (lag == 0).float()  # [G, L, cap + L]
-        scores = torch.einsum("bgit,bgis->bgts", q, k_all) * weights
-        y = torch.einsum("bgts,bgjs->bgjt", scores, v_all)
-        new = torch.cat([k_all, v_all], dim=1).flatten(1, 2)[..., -cap:]
-        if length == 1:
-            cache_layer.append(new[..., -1])
-        else:
-            cache_layer.store(new.detach())
-        return y

@@ -23,6 +23,7 @@ from hazyzoo.configuration.configuration_jrt import JRT_PRESETS, JrtConfig
 from hazyzoo.configuration.configuration_m2bert import M2BERT_PRESETS, M2BertConfig
 from hazyzoo.configuration.configuration_mad import MAD_LAYERS, MadConfig
 from hazyzoo.configuration.configuration_rtf import RTF_PRESETS, RtfConfig
+from hazyzoo.configuration.configuration_vqvae import VQVAEConfig
 from hazyzoo.modeling.cache import HazyCache
 from hazyzoo.modeling.modeling_based import (
     BASED_LORA_TARGET_MODULES,
@@ -57,6 +58,8 @@ from hazyzoo.modeling.modeling_rtf import (
     RtfModel,
     RtfPreTrainedModel,
 )
+from hazyzoo.modeling.modeling_vqvae import VQVAEModel, VQVAEOutput, VQVAEPreTrainedModel
+from hazyzoo.modeling.quantizer import VectorQuantizer
 
 __version__ = "0.2.0"
 
@@ -95,6 +98,8 @@ def _register() -> None:
     AutoConfig.register(MadConfig.model_type, MadConfig, exist_ok=True)
     AutoModel.register(MadConfig, MadModel, exist_ok=True)
     AutoModelForCausalLM.register(MadConfig, MadForCausalLM, exist_ok=True)
+    AutoConfig.register(VQVAEConfig.model_type, VQVAEConfig, exist_ok=True)
+    AutoModel.register(VQVAEConfig, VQVAEModel, exist_ok=True)
     AutoConfig.register(M2BertConfig.model_type, M2BertConfig, exist_ok=True)
     AutoModel.register(M2BertConfig, M2BertModel, exist_ok=True)
     AutoModelForTextEncoding.register(M2BertConfig, M2BertForTextEncoding, exist_ok=True)
@@ -143,6 +148,11 @@ __all__ = [
     "RtfForSequenceClassification",
     "RtfModel",
     "RtfPreTrainedModel",
+    "VQVAEConfig",
+    "VQVAEModel",
+    "VQVAEOutput",
+    "VQVAEPreTrainedModel",
+    "VectorQuantizer",
     "__version__",
     "hydragen",
 ]

@@ -400,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_mad_arguments(p)
     p.set_defaults(func=_cmd_eval_mad)
+    p = eval_sub.add_parser(
+        "vq", help="VQ-VAE: straight-through vs the rotation trick (MSE, usage, perplexity)"
+    )
+    from hazyzoo.evaluation.vq import add_arguments as add_vq_arguments
+
+    add_vq_arguments(p)
+    p.set_defaults(func=_cmd_eval_vq)
     return parser
 
 
@@ -425,6 +432,13 @@ def _add_mad_arguments(parser: argparse.ArgumentParser) -> None:
 def _cmd_eval_mad(args: argparse.Namespace) -> int:
     """``hazyzoo eval mad``: the MAD protocol (reduced by default, the paper's with --full)."""
     from hazyzoo.evaluation.mad import run_from_args
+
+    return run_from_args(args)
+
+
+def _cmd_eval_vq(args: argparse.Namespace) -> int:
+    """``hazyzoo eval vq``: VQ-VAEs with each gradient estimator, trained and compared."""
+    from hazyzoo.evaluation.vq import run_from_args
 
     return run_from_args(args)
 

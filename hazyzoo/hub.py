@@ -110,6 +110,12 @@ CARD_SETTINGS: dict[str, dict[str, Any]] = {
         "tags": ["hazyzoo", "mad", "hybrid", "hyena", "mamba", "synthetic-tasks"],
         "license": "mit",  # athms/mad-lab
     },
+    "hazyzoo_vqvae": {
+        "template": "vqvae.md",
+        "pipeline_tag": "image-to-image",
+        "tags": ["hazyzoo", "vq-vae", "vector-quantization", "rotation-trick", "autoencoder"],
+        "license": "mit",
+    },
     "hazyzoo_rtf": {
         "template": "rtf.md",
         "pipeline_tag": "text-generation",

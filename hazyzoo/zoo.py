@@ -103,10 +103,13 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry(
         "VQ-VAE rotation trick",
         "Fifty et al. 2024, Restructuring vector quantization with the rotation trick",
-        "autoencoder",
-        "hazyzoo_vqvae",
-        "planned",
-        "rotation-trick gradients, codebook usage metrics",
+        "autoencoder + quantizer",
+        "hazyzoo_vqvae: VQVAEModel; VectorQuantizer; hazyzoo eval vq",
+        "available",
+        "gradient estimator as a switch (straight-through, the rotation trick, the reference "
+        "VQGAN's form), EMA or learned codebooks, Euclidean/cosine, k-means init, dead-code "
+        "restarts (AutoModel, Trainer, safetensors, card), Triton nearest-code search, "
+        "`hazyzoo eval vq` (MSE, usage, perplexity, quantization error, PNG)",
     ),
     ZooEntry(
         "Prospector heads",

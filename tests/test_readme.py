@@ -45,3 +45,10 @@ def test_mad_example_runs_as_written():
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["out"].shape == (2, 20)
+
+
+def test_vqvae_example_runs_as_written():
+    code = _section_code("VQ-VAE with the rotation trick")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["again"].shape == (4, 1, 16, 16)

@@ -13,6 +13,9 @@
 - :mod:`hazyzoo.evaluation.mad`: the MAD synthetic-task benchmark (Poli et al. 2024): trains
   architectures with ``transformers.Trainer`` on the six tasks, macro accuracy, MAD scores,
   table, JSON and heatmap (``hazyzoo eval mad``; not imported here).
+- :mod:`hazyzoo.evaluation.vq`: VQ-VAEs with each gradient estimator trained side by side on
+  scikit-learn's digits: reconstruction MSE, codebook usage per 256 images, perplexity,
+  quantization error, a PNG grid (``hazyzoo eval vq``; not imported here).
 - :mod:`hazyzoo.evaluation.metrics`: ``evaluate``-loadable metric modules
   (``evaluate.load(metric_path("ndcg_at_k"))``).
 

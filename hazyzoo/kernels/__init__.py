@@ -1,7 +1,7 @@
 """Fast ops: a Triton kernel and a PyTorch reference each, picked by :mod:`.dispatch`.
 
 One package per op (``attention/``, ``blockdiag/``, ``linear_attention/``, ``rms_norm/``,
-``rtf/``, ``selective_scan/``), laid
+``rtf/``, ``selective_scan/``, ``nearest_code/``), laid
 out as flash-linear-attention lays out ``fla/ops/<op>/``. Importing this package registers
 every op with the registry in :mod:`.dispatch`.
 """
@@ -11,6 +11,7 @@ from hazyzoo.kernels import (
     blockdiag,
     dispatch,
     linear_attention,
+    nearest_code,
     rms_norm,
     rtf,
     selective_scan,
@@ -21,6 +22,7 @@ __all__ = [
     "blockdiag",
     "dispatch",
     "linear_attention",
+    "nearest_code",
     "rms_norm",
     "rtf",
     "selective_scan",

@@ -34,6 +34,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hazyzoo.kernels import nearest_code as search_ops
+
 __all__ = [
     "DISTANCES",
     "GRADIENT_ESTIMATORS",
@@ -90,24 +92,15 @@ def rotation_trick_vqgan(e: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) ->
 
 
 def nearest_code(
-    x: torch.Tensor, codebook: torch.Tensor, distance: str = "euclidean", chunk: int = 4096
+    x: torch.Tensor, codebook: torch.Tensor, distance: str = "euclidean"
 ) -> torch.Tensor:
-    """Index of the nearest code of each row of ``x`` [N, d] in ``codebook`` [K, d]: smallest
-    squared Euclidean distance, or largest cosine similarity (inputs normalised by the caller
-    for ``"cosine"``). Rows in chunks, so memory is O(chunk x K); ties go to the lower index."""
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-    c = codebook.float()
-    c_sq = (c * c).sum(-1)
-    out = []
-    for start in range(0, x.shape[0], chunk):
-        xs = x[start : start + chunk].float()
-        dots = xs @ c.T
-        scores = c_sq[None] - 2 * dots if distance == "euclidean" else -dots
-        out.append(scores.argmin(-1))
-    if not out:
-        return torch.zeros(0, dtype=torch.long, device=x.device)
-    return torch.cat(out)
+    """Index of the nearest code of each row of ``x`` [N, d] in ``codebook`` [K, d] (smallest
+    squared Euclidean distance, or largest cosine similarity; ties to the lower index), by the
+    fused search op :func:`hazyzoo.kernels.nearest_code.nearest_code` (Triton on CUDA: no N x K
+    matrix). float64 inputs are searched in float32."""
+    if x.dtype == torch.float64 or codebook.dtype == torch.float64:
+        x, codebook = x.float(), codebook.float()
+    return search_ops.nearest_code(x, codebook, distance)[0]
 
 
 def kmeans(
@@ -242,7 +235,8 @@ class VectorQuantizer(nn.Module):
             self.register_buffer("embed_avg", codebook.clone())
         else:
             self.codebook = nn.Parameter(codebook)
-        self.register_buffer("initted", torch.tensor(not kmeans_init))
+        # 1.0 once the codebook is initialised (a float: checkpoints hold floating tensors only)
+        self.register_buffer("initted", torch.tensor(0.0 if kmeans_init else 1.0))
 
     # --- the parts -------------------------------------------------------------------------
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -274,7 +268,7 @@ class VectorQuantizer(nn.Module):
         if self.use_ema:
             self.embed_avg.copy_(centroids)
             self.cluster_size.copy_(counts.clamp(min=1))
-        self.initted.fill_(True)
+        self.initted.fill_(1.0)
 
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
@@ -306,7 +300,7 @@ class VectorQuantizer(nn.Module):
             raise ValueError("x holds NaN or infinite values")
         e = self._prepare(x)
         flat = e.reshape(-1, self.codebook_dim)
-        if self.training and not bool(self.initted):
+        if self.training and not bool(self.initted > 0):
             self._init_codebook(flat.detach())
         codes = self.codes()
         indices = nearest_code(flat.detach(), codes.detach(), self.distance)

@@ -32,6 +32,7 @@ def test_every_op_is_registered():
         "attention_with_lse",
         "block_diagonal_matmul",
         "merge_attention",
+        "nearest_code",
         "rms_norm",
         "rtf_step",
         "selective_scan",

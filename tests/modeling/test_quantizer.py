@@ -159,7 +159,7 @@ def test_kmeans_init_and_dead_code_restarts():
     assert torch.cdist(centres, found).min(-1).values.max() < 1.0
     vq = VectorQuantizer(6, 3, kmeans_init=True, threshold_ema_dead_code=2.0).train()
     vq(x)
-    assert bool(vq.initted)
+    assert float(vq.initted) == 1.0
     before = vq.codebook.clone()
     vq.cluster_size[0] = 0.0  # dead: restarted from the next batch
     vq(x[:50])

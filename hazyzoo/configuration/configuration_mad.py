@@ -70,6 +70,23 @@ _HYENA = dict(
     hyena_rtf_init="xavier",
 )
 
+_LINEAR_ATTENTION = dict(
+    feature_map="elementwise_product",
+    expand_k=1,
+    expand_v=1,
+    tie_feature_map_qk=False,
+    norm_q=False,
+    norm_k=False,
+)
+_GATED_LINEAR_ATTENTION = dict(
+    expand_k=1,
+    expand_v=1,
+    gate_fn="swish",
+    gate_logit_normalizer=16,
+    gate_low_rank_dim=16,
+    gla_norm_eps=1e-5,
+)
+
 # MAD's layer registry (mad/registry.py) with the defaults of configs/layers/*.yml. rwkv5/6 are
 # not included (CUDA-only kernels in the reference). "hyena-rtf" is MAD's Hyena with its RTF
 # long filter (hazyzoo's name and shorthand; MAD builds it but never registers the filter).
@@ -112,12 +129,7 @@ MAD_LAYERS: dict[str, MadLayerSpec] = {
             "mad_linear_attention",
             "Al",
             num_attention_heads=1,
-            feature_map="elementwise_product",
-            expand_k=1,
-            expand_v=1,
-            tie_feature_map_qk=False,
-            norm_q=False,
-            norm_k=False,
+            **_LINEAR_ATTENTION,
         ),
         _spec(
             "gated-linear-attention",
@@ -125,12 +137,7 @@ MAD_LAYERS: dict[str, MadLayerSpec] = {
             "gated_linear_attention",
             "Alg",
             num_attention_heads=1,
-            expand_k=1,
-            expand_v=1,
-            gate_fn="swish",
-            gate_logit_normalizer=16,
-            gate_low_rank_dim=16,
-            gla_norm_eps=1e-5,
+            **_GATED_LINEAR_ATTENTION,
         ),
         _spec("hyena", "sequence", "hyena", "H", **_HYENA),
         _spec("hyena-rtf", "sequence", "hyena", "Hr", **{**_HYENA, "hyena_filter_cls": "rtf"}),
@@ -183,12 +190,7 @@ MAD_LAYERS: dict[str, MadLayerSpec] = {
             "mad_linear_attention",
             "mAl",
             num_attention_heads=16,
-            feature_map="elementwise_product",
-            expand_k=1,
-            expand_v=1,
-            tie_feature_map_qk=False,
-            norm_q=False,
-            norm_k=False,
+            **_LINEAR_ATTENTION,
         ),
         _spec(
             "mh-gated-linear-attention",
@@ -196,12 +198,7 @@ MAD_LAYERS: dict[str, MadLayerSpec] = {
             "gated_linear_attention",
             "mAlg",
             num_attention_heads=8,
-            expand_k=1,
-            expand_v=1,
-            gate_fn="swish",
-            gate_logit_normalizer=16,
-            gate_low_rank_dim=16,
-            gla_norm_eps=1e-5,
+            **_GATED_LINEAR_ATTENTION,
         ),
         _spec(
             "mh-hyena",

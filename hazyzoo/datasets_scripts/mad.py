@@ -28,73 +28,9 @@ import datasets
 import numpy as np
 
 from hazyzoo.datasets_scripts import mad_tasks
+from hazyzoo.datasets_scripts.mad_tasks import MAD_TASKS
 
 __all__ = ["MAD_TASKS", "Mad", "MadTaskConfig", "mad_config_names"]
-
-# Baselines and their one-at-a-time changes (the paper's task configs; other fields keep the
-# reference's defaults: no noise, motifs of 1, multi-query, 12,800 / 1,280 instances, seed 12345).
-MAD_TASKS: dict[str, dict[str, Any]] = {
-    "in-context-recall": dict(
-        baseline=dict(vocab_size=16, seq_len=128, num_train_examples=12800, multi_query=True),
-        changes=dict(
-            vocab_size=[32, 64, 128],
-            seq_len=[256, 512, 1024],
-            num_train_examples=[6400, 3200, 1600, 800],
-        ),
-    ),
-    "fuzzy-in-context-recall": dict(
-        baseline=dict(
-            vocab_size=16,
-            seq_len=128,
-            num_train_examples=12800,
-            multi_query=True,
-            k_motif_size=3,
-            v_motif_size=3,
-        ),
-        changes=dict(
-            vocab_size=[32, 64, 128],
-            seq_len=[256, 512, 1024],
-            num_train_examples=[6400, 3200, 1600, 800],
-        ),
-    ),
-    "noisy-in-context-recall": dict(
-        baseline=dict(
-            vocab_size=32,
-            noise_vocab_size=16,
-            seq_len=128,
-            num_train_examples=12800,
-            multi_query=True,
-            frac_noise=0.2,
-        ),
-        changes=dict(
-            vocab_size=[48, 80, 144],
-            seq_len=[256, 512, 1024],
-            num_train_examples=[6400, 3200, 1600, 800],
-            frac_noise=[0.4, 0.6, 0.8],
-        ),
-    ),
-    "selective-copying": dict(
-        baseline=dict(vocab_size=16, seq_len=256, num_tokens_to_copy=16, num_train_examples=12800),
-        changes=dict(
-            vocab_size=[32, 64, 128],
-            seq_len=[512, 1024],
-            num_train_examples=[6400, 3200, 1600, 800],
-            num_tokens_to_copy=[32, 64, 96],
-        ),
-    ),
-    "compression": dict(
-        baseline=dict(vocab_size=16, seq_len=32, num_train_examples=12800),
-        changes=dict(
-            vocab_size=[32, 64, 128],
-            seq_len=[64, 128, 256],
-            num_train_examples=[6400, 3200, 1600, 800],
-        ),
-    ),
-    "memorization": dict(
-        baseline=dict(vocab_size=256, seq_len=32, num_train_examples=256),
-        changes=dict(vocab_size=[512, 1024, 2048, 4096, 8192]),
-    ),
-}
 
 _CITATION = """\
 @inproceedings{poli2024mechanistic,
@@ -185,33 +121,8 @@ class MadTaskConfig(datasets.BuilderConfig):
 
     def instance_fn(self) -> Any:
         """A function ``(rng, is_training) -> (inputs, targets)`` for this task and setting."""
-        size = dict(vocab_size=self.vocab_size, seq_len=self.seq_len)
-        noise = dict(frac_noise=self.frac_noise, noise_vocab_size=self.noise_vocab_size)
-        if self.task in ("in-context-recall", "noisy-in-context-recall"):
-            return lambda rng, training: mad_tasks.in_context_recall_instance(
-                rng, is_training=training, multi_query=self.multi_query, **size, **noise
-            )
-        if self.task == "fuzzy-in-context-recall":
-            return lambda rng, training: mad_tasks.fuzzy_in_context_recall_instance(
-                rng,
-                is_training=training,
-                k_motif_size=self.k_motif_size,
-                v_motif_size=self.v_motif_size,
-                multi_query=self.multi_query,
-                **size,
-                **noise,
-            )
-        if self.task == "compression":
-            return lambda rng, training: mad_tasks.compression_instance(
-                rng, noise_vocab_size=self.noise_vocab_size, **size
-            )
-        if self.task == "memorization":
-            kv_map = mad_tasks.memorization_kv_map(self.vocab_size, self.seed)
-            return lambda rng, training: mad_tasks.memorization_instance(rng, kv_map=kv_map, **size)
-        blanks = np.random.RandomState(self.seed) if self.reference_rng else None
-        return lambda rng, training: mad_tasks.selective_copying_instance(
-            rng, num_tokens_to_copy=self.num_tokens_to_copy, blank_rng=blanks, **size
-        )
+        fields = {k: getattr(self, k) for k in mad_tasks.SETTING_DEFAULTS}
+        return mad_tasks.instance_fn(fields)
 
 
 def _configs() -> list[MadTaskConfig]:

@@ -23,14 +23,19 @@ positions without a target.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "IGNORE_INDEX",
+    "MAD_TASKS",
+    "SETTING_DEFAULTS",
     "compression_instance",
     "fuzzy_in_context_recall_instance",
     "in_context_recall_instance",
+    "instance_fn",
     "memorization_instance",
     "memorization_kv_map",
     "selective_copying_instance",
@@ -240,3 +245,122 @@ def selective_copying_instance(
     inputs = np.concatenate([inputs, [copy], np.full(n, blank)]).astype(np.int64)
     targets = np.concatenate([np.full(seq_len - n, IGNORE_INDEX), to_copy]).astype(np.int64)
     return inputs, targets
+
+
+# Baselines and their one-at-a-time changes (the paper's task configs; other fields keep the
+# reference's defaults: no noise, motifs of 1, multi-query, 12,800 / 1,280 instances, seed 12345).
+MAD_TASKS: dict[str, dict[str, Any]] = {
+    "in-context-recall": dict(
+        baseline=dict(vocab_size=16, seq_len=128, num_train_examples=12800, multi_query=True),
+        changes=dict(
+            vocab_size=[32, 64, 128],
+            seq_len=[256, 512, 1024],
+            num_train_examples=[6400, 3200, 1600, 800],
+        ),
+    ),
+    "fuzzy-in-context-recall": dict(
+        baseline=dict(
+            vocab_size=16,
+            seq_len=128,
+            num_train_examples=12800,
+            multi_query=True,
+            k_motif_size=3,
+            v_motif_size=3,
+        ),
+        changes=dict(
+            vocab_size=[32, 64, 128],
+            seq_len=[256, 512, 1024],
+            num_train_examples=[6400, 3200, 1600, 800],
+        ),
+    ),
+    "noisy-in-context-recall": dict(
+        baseline=dict(
+            vocab_size=32,
+            noise_vocab_size=16,
+            seq_len=128,
+            num_train_examples=12800,
+            multi_query=True,
+            frac_noise=0.2,
+        ),
+        changes=dict(
+            vocab_size=[48, 80, 144],
+            seq_len=[256, 512, 1024],
+            num_train_examples=[6400, 3200, 1600, 800],
+            frac_noise=[0.4, 0.6, 0.8],
+        ),
+    ),
+    "selective-copying": dict(
+        baseline=dict(vocab_size=16, seq_len=256, num_tokens_to_copy=16, num_train_examples=12800),
+        changes=dict(
+            vocab_size=[32, 64, 128],
+            seq_len=[512, 1024],
+            num_train_examples=[6400, 3200, 1600, 800],
+            num_tokens_to_copy=[32, 64, 96],
+        ),
+    ),
+    "compression": dict(
+        baseline=dict(vocab_size=16, seq_len=32, num_train_examples=12800),
+        changes=dict(
+            vocab_size=[32, 64, 128],
+            seq_len=[64, 128, 256],
+            num_train_examples=[6400, 3200, 1600, 800],
+        ),
+    ),
+    "memorization": dict(
+        baseline=dict(vocab_size=256, seq_len=32, num_train_examples=256),
+        changes=dict(vocab_size=[512, 1024, 2048, 4096, 8192]),
+    ),
+}
+
+# The generator fields of a setting and their defaults (the reference's; the builder config
+# hazyzoo.datasets_scripts.mad.MadTaskConfig has the same fields).
+SETTING_DEFAULTS: dict[str, Any] = dict(
+    task="in-context-recall",
+    vocab_size=16,
+    seq_len=128,
+    num_train_examples=12_800,
+    num_test_examples=1_280,
+    frac_noise=0.0,
+    noise_vocab_size=0,
+    num_tokens_to_copy=0,
+    k_motif_size=1,
+    v_motif_size=1,
+    multi_query=True,
+    seed=12345,
+    reference_rng=False,
+)
+
+
+def instance_fn(fields: Mapping[str, Any]) -> Callable[[np.random.Generator, bool], tuple]:
+    """``(rng, is_training) -> (inputs, targets)`` for one setting (``fields`` as in
+    :data:`SETTING_DEFAULTS`): what the ``mad`` builder and ``hazyzoo eval mad`` generate from."""
+    task = fields["task"]
+    size = dict(vocab_size=fields["vocab_size"], seq_len=fields["seq_len"])
+    noise = dict(frac_noise=fields["frac_noise"], noise_vocab_size=fields["noise_vocab_size"])
+    if task in ("in-context-recall", "noisy-in-context-recall"):
+        return lambda rng, training: in_context_recall_instance(
+            rng, is_training=training, multi_query=fields["multi_query"], **size, **noise
+        )
+    if task == "fuzzy-in-context-recall":
+        return lambda rng, training: fuzzy_in_context_recall_instance(
+            rng,
+            is_training=training,
+            k_motif_size=fields["k_motif_size"],
+            v_motif_size=fields["v_motif_size"],
+            multi_query=fields["multi_query"],
+            **size,
+            **noise,
+        )
+    if task == "compression":
+        return lambda rng, training: compression_instance(
+            rng, noise_vocab_size=fields["noise_vocab_size"], **size
+        )
+    if task == "memorization":
+        kv_map = memorization_kv_map(fields["vocab_size"], fields["seed"])
+        return lambda rng, training: memorization_instance(rng, kv_map=kv_map, **size)
+    if task == "selective-copying":
+        blanks = np.random.RandomState(fields["seed"]) if fields["reference_rng"] else None
+        return lambda rng, training: selective_copying_instance(
+            rng, num_tokens_to_copy=fields["num_tokens_to_copy"], blank_rng=blanks, **size
+        )
+    raise ValueError(f"unknown MAD task {task!r}")

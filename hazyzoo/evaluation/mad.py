@@ -142,99 +142,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Task settings
 # --------------------------------------------------------------------------------------------
 
-# The builder config's fields and defaults (hazyzoo.datasets_scripts.mad.MadTaskConfig).
-_SETTING_DEFAULTS: dict[str, Any] = dict(
-    vocab_size=16,
-    seq_len=128,
-    num_train_examples=12_800,
-    num_test_examples=1_280,
-    frac_noise=0.0,
-    noise_vocab_size=0,
-    num_tokens_to_copy=0,
-    k_motif_size=1,
-    v_motif_size=1,
-    multi_query=True,
-    seed=12345,
-    reference_rng=False,
-)
-
-# A copy of hazyzoo.datasets_scripts.mad.MAD_TASKS for machines without `datasets` (that module
-# imports it); tests/evaluation/test_mad_eval.py checks the two are equal.
-_MAD_TASKS_COPY: dict[str, dict[str, Any]] = {
-    "in-context-recall": dict(
-        baseline=dict(vocab_size=16, seq_len=128, num_train_examples=12800, multi_query=True),
-        changes=dict(
-            vocab_size=[32, 64, 128],
-            seq_len=[256, 512, 1024],
-            num_train_examples=[6400, 3200, 1600, 800],
-        ),
-    ),
-    "fuzzy-in-context-recall": dict(
-        baseline=dict(
-            vocab_size=16,
-            seq_len=128,
-            num_train_examples=12800,
-            multi_query=True,
-            k_motif_size=3,
-            v_motif_size=3,
-        ),
-        changes=dict(
-            vocab_size=[32, 64, 128],
-            seq_len=[256, 512, 1024],
-            num_train_examples=[6400, 3200, 1600, 800],
-        ),
-    ),
-    "noisy-in-context-recall": dict(
-        baseline=dict(
-            vocab_size=32,
-            noise_vocab_size=16,
-            seq_len=128,
-            num_train_examples=12800,
-            multi_query=True,
-            frac_noise=0.2,
-        ),
-        changes=dict(
-            vocab_size=[48, 80, 144],
-            seq_len=[256, 512, 1024],
-            num_train_examples=[6400, 3200, 1600, 800],
-            frac_noise=[0.4, 0.6, 0.8],
-        ),
-    ),
-    "selective-copying": dict(
-        baseline=dict(vocab_size=16, seq_len=256, num_tokens_to_copy=16, num_train_examples=12800),
-        changes=dict(
-            vocab_size=[32, 64, 128],
-            seq_len=[512, 1024],
-            num_train_examples=[6400, 3200, 1600, 800],
-            num_tokens_to_copy=[32, 64, 96],
-        ),
-    ),
-    "compression": dict(
-        baseline=dict(vocab_size=16, seq_len=32, num_train_examples=12800),
-        changes=dict(
-            vocab_size=[32, 64, 128],
-            seq_len=[64, 128, 256],
-            num_train_examples=[6400, 3200, 1600, 800],
-        ),
-    ),
-    "memorization": dict(
-        baseline=dict(vocab_size=256, seq_len=32, num_train_examples=256),
-        changes=dict(vocab_size=[512, 1024, 2048, 4096, 8192]),
-    ),
-}
-
 
 def _has_datasets() -> bool:
     return importlib.util.find_spec("datasets") is not None
 
 
 def _task_table() -> dict[str, dict[str, Any]]:
-    """The builder's task table when ``datasets`` is installed, else its copy here."""
-    if _has_datasets():
-        from hazyzoo.datasets_scripts.mad import MAD_TASKS
-
-        return MAD_TASKS
-    return _MAD_TASKS_COPY
+    """The task table the ``mad`` builder uses (numpy-only module: no ``datasets`` needed)."""
+    return mad_tasks.MAD_TASKS
 
 
 @dataclass(frozen=True)
@@ -271,9 +186,11 @@ def mad_settings(task: str | None = None) -> list[MadSetting]:
     for name, spec in table.items():
         if task is not None and name != task:
             continue
-        base = {**_SETTING_DEFAULTS, **spec["baseline"], "task": name}
+        base = {**mad_tasks.SETTING_DEFAULTS, **spec["baseline"], "task": name}
         n0 = int(
-            spec["baseline"].get("num_train_examples", _SETTING_DEFAULTS["num_train_examples"])
+            spec["baseline"].get(
+                "num_train_examples", mad_tasks.SETTING_DEFAULTS["num_train_examples"]
+            )
         )
         out.append(MadSetting(name, name, base, n0))
         for key, values in spec["changes"].items():
@@ -352,40 +269,6 @@ class MadData:
         return self.setting.vocab_size
 
 
-def _instance_fn(fields: Mapping[str, Any]) -> Callable[[np.random.Generator, bool], tuple]:
-    """``(rng, is_training) -> (inputs, targets)`` for one setting, as the builder makes it."""
-    task = fields["task"]
-    size = dict(vocab_size=fields["vocab_size"], seq_len=fields["seq_len"])
-    noise = dict(frac_noise=fields["frac_noise"], noise_vocab_size=fields["noise_vocab_size"])
-    if task in ("in-context-recall", "noisy-in-context-recall"):
-        return lambda rng, training: mad_tasks.in_context_recall_instance(
-            rng, is_training=training, multi_query=fields["multi_query"], **size, **noise
-        )
-    if task == "fuzzy-in-context-recall":
-        return lambda rng, training: mad_tasks.fuzzy_in_context_recall_instance(
-            rng,
-            is_training=training,
-            k_motif_size=fields["k_motif_size"],
-            v_motif_size=fields["v_motif_size"],
-            multi_query=fields["multi_query"],
-            **size,
-            **noise,
-        )
-    if task == "compression":
-        return lambda rng, training: mad_tasks.compression_instance(
-            rng, noise_vocab_size=fields["noise_vocab_size"], **size
-        )
-    if task == "memorization":
-        kv_map = mad_tasks.memorization_kv_map(fields["vocab_size"], fields["seed"])
-        return lambda rng, training: mad_tasks.memorization_instance(rng, kv_map=kv_map, **size)
-    if task == "selective-copying":
-        blanks = np.random.RandomState(fields["seed"]) if fields["reference_rng"] else None
-        return lambda rng, training: mad_tasks.selective_copying_instance(
-            rng, num_tokens_to_copy=fields["num_tokens_to_copy"], blank_rng=blanks, **size
-        )
-    raise ValueError(f"unknown MAD task {task!r}")
-
-
 def generate_instances(
     setting: MadSetting, num_train_examples: int, num_test_examples: int, *, seed: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -395,7 +278,7 @@ def generate_instances(
     fields = dict(setting.fields)
     if seed is not None:
         fields["seed"] = seed
-    make = _instance_fn(fields)
+    make = mad_tasks.instance_fn(fields)
     rng = np.random.default_rng(fields["seed"])
     train = [make(rng, True) for _ in range(num_train_examples)]
     test = [make(rng, False) for _ in range(num_test_examples)]

@@ -108,7 +108,8 @@ def kmeans(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means on ``x`` [N, d]: ``(centroids [k, d], counts [k])``. Starts from ``k``
     distinct random rows (with replacement when ``N < k``); an empty cluster keeps its
-    centroid. In float32, on ``x``'s device."""
+    centroid. In float32, on ``x``'s device: it runs inside the first training step on the
+    batch's (GPU) latents, where scikit-learn's KMeans would need a copy to the host."""
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"kmeans needs a non-empty [N, d] tensor, got {tuple(x.shape)}")
     x = x.float()

@@ -202,6 +202,23 @@ class GatedConvBase(nn.Module):
             return out[..., tail : tail + length]
         return out[..., :length]
 
+    def _order2(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache_layer: LongConvLayer | None,
+    ) -> torch.Tensor:
+        """The order-2 operator before ``out_proj``: ``x0 * (conv(x1 v, k) + D x1 v)``
+        ``[B, inner, L]`` (needs ``self.inner`` and ``self.long_conv``; the single-head and
+        experts operators share it)."""
+        past = cached_positions(cache_layer)
+        self._check_length(past, hidden_states.shape[1])
+        x0, x1, v = self._short(hidden_states, attention_mask, cache_layer).split(self.inner, 1)
+        w = v * x1
+        if attention_mask is not None:
+            w = w * attention_mask[:, None, :].to(w.dtype)
+        return self._history_conv(w, self.long_conv, cache_layer, past).to(x0.dtype) * x0
+
     def _history_conv(
         self,
         w: torch.Tensor,
@@ -272,11 +289,6 @@ class HyenaOperator(GatedConvBase):
         **kwargs: Any,
     ) -> torch.Tensor:
         """``[B, L, dim]`` -> ``[B, L, dim]`` (causal; ``attention_mask`` 1 = token)."""
-        past = cached_positions(cache_layer)
-        self._check_length(past, hidden_states.shape[1])
-        x0, x1, v = self._short(hidden_states, attention_mask, cache_layer).split(self.inner, 1)
-        w = v * x1
-        if attention_mask is not None:
-            w = w * attention_mask[:, None, :].to(w.dtype)
-        y = self._history_conv(w, self.long_conv, cache_layer, past).to(x0.dtype)
-        return self.out_proj((y * x0).transpose(1, 2))
+        return self.out_proj(
+            self._order2(hidden_states, attention_mask, cache_layer).transpose(1, 2)
+        )

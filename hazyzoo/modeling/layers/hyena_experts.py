@@ -14,7 +14,6 @@ from hazyzoo.modeling.cache import LongConvLayer
 from hazyzoo.modeling.layers.hyena import (
     GatedConvBase,
     LongConv,
-    cached_positions,
     make_long_filter,
     tiny_test_config,
 )
@@ -66,13 +65,7 @@ class HyenaExpertsOperator(GatedConvBase):
         **kwargs: Any,
     ) -> torch.Tensor:
         """``[B, L, dim]`` -> ``[B, L, dim]`` (causal)."""
-        past = cached_positions(cache_layer)
-        self._check_length(past, hidden_states.shape[1])
-        x0, x1, v = self._short(hidden_states, attention_mask, cache_layer).split(self.inner, 1)
-        w = v * x1
-        if attention_mask is not None:
-            w = w * attention_mask[:, None, :].to(w.dtype)
-        y = self._history_conv(w, self.long_conv, cache_layer, past).to(x0.dtype) * x0
+        y = self._order2(hidden_states, attention_mask, cache_layer)
         y = y.transpose(1, 2).unflatten(-1, (self.expert_size, self.num_experts))
         gate = mad_topk_gate(self.router(hidden_states), self.top_k)  # [B, L, E]
         return self.out_proj((y * gate[..., None, :].to(y.dtype)).sum(-1))

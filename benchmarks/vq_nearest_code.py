@@ -14,7 +14,13 @@ IEEE float32, not TF32). ``torch.cdist`` gets float32 copies for half inputs (it
 bfloat16 CUDA kernel at every size); its conversion is not timed.
 
     python benchmarks/vq_nearest_code.py --out vq.json
+    python benchmarks/vq_nearest_code.py --sweep --out vq.json   # also time SWEEP_CONFIGS
     python benchmarks/vq_nearest_code.py --dry-run   # tiny shapes on the CPU, checks the script
+
+``--sweep`` also times the Triton kernel under each launch configuration of
+:data:`SWEEP_CONFIGS` (block sizes, warps, stages; float32 also with ``tf32x3`` dot
+precision) and reports its agreement with the reference, so the defaults in
+``triton_nearest.default_config`` can be chosen from measurements.
 """
 
 from __future__ import annotations
@@ -38,6 +44,30 @@ except ImportError:  # no triton (CPU dry runs still work)
 
 PEAK_BYTES = 4.3e12  # H200 HBM bandwidth
 PEAK_FLOPS = {torch.bfloat16: 790e12, torch.float16: 790e12, torch.float32: 60e12}
+
+
+# Launch configurations tried by --sweep, per input kind (merged over default_config).
+SWEEP_CONFIGS: dict[str, list[dict[str, Any]]] = {
+    "half": [
+        {"BLOCK_M": 128, "BLOCK_K": 128, "num_warps": 8, "num_stages": 3},
+        {"BLOCK_M": 64, "BLOCK_K": 128, "num_warps": 4, "num_stages": 3},
+        {"BLOCK_M": 128, "BLOCK_K": 64, "num_warps": 4, "num_stages": 4},
+        {"BLOCK_M": 256, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3},
+        {"BLOCK_M": 128, "BLOCK_K": 128, "num_warps": 8, "num_stages": 2},
+        {"BLOCK_M": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 3},
+        {"BLOCK_M": 128, "BLOCK_K": 64, "BLOCK_D": 64, "num_warps": 8, "num_stages": 3},
+    ],
+    "float32": [
+        {"BLOCK_M": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 2},
+        {"BLOCK_M": 64, "BLOCK_K": 128, "num_warps": 8, "num_stages": 2},
+        {"BLOCK_M": 32, "BLOCK_K": 64, "num_warps": 4, "num_stages": 2},
+        {"BLOCK_M": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 3},
+        {"BLOCK_M": 64, "BLOCK_K": 64, "BLOCK_D": 32, "num_warps": 4, "num_stages": 3},
+        {"BLOCK_M": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 2, "PRECISION": "tf32x3"},
+        {"BLOCK_M": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3, "PRECISION": "tf32x3"},
+        {"BLOCK_M": 128, "BLOCK_K": 128, "num_warps": 8, "num_stages": 3, "PRECISION": "tf32x3"},
+    ],
+}
 
 
 def timed(fn: Callable[[], Any], device: str, repeats: int) -> float:
@@ -78,11 +108,13 @@ def floor_seconds(n: int, k: int, d: int, dtype: torch.dtype) -> tuple[float, fl
     return (n + k) * d * size / PEAK_BYTES, 2.0 * n * k * d / PEAK_FLOPS[dtype]
 
 
-def check(x: torch.Tensor, c: torch.Tensor, distance: str) -> dict[str, float]:
+def check(
+    x: torch.Tensor, c: torch.Tensor, distance: str, config: dict[str, Any] | None = None
+) -> dict[str, float]:
     """Triton vs the reference: index agreement and distance error (relative to the largest
     ``||x||^2``; cosine: absolute)."""
     ref_idx, ref_dist = nearest_code_reference(x, c, distance)
-    idx, dist = nearest_code_triton(x, c, distance)
+    idx, dist = nearest_code_triton(x, c, distance, config=config)
     scale = 1.0 if distance == "cosine" else x.float().pow(2).sum(1).max().item()
     return {
         "index_agreement": (idx == ref_idx).double().mean().item(),
@@ -97,6 +129,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
     parser.add_argument("--n", type=int, default=65536)
     parser.add_argument("--cosine", action="store_true", help="also the cosine distance")
+    parser.add_argument("--sweep", action="store_true", help="also time SWEEP_CONFIGS")
     args = parser.parse_args()
     device = "cpu" if args.dry_run else "cuda"
     if args.dry_run:
@@ -129,10 +162,20 @@ def main() -> None:
                     }
                     if distance == "euclidean":
                         methods["cdist"] = lambda: torch.cdist(xf, cf).argmin(-1)
-                    stats: dict[str, float] = {}
+                    stats: dict[str, dict[str, float]] = {}
+                    configs: dict[str, dict[str, Any] | None] = {}
                     if run_triton:
-                        methods = {"triton": lambda: nearest_code_triton(x, c, distance), **methods}
-                        stats = check(x, c, distance)
+                        configs["triton"] = None
+                        if args.sweep:
+                            kind = "float32" if dtype == torch.float32 else "half"
+                            for i, cfg in enumerate(SWEEP_CONFIGS[kind]):
+                                configs[f"sweep{i}"] = cfg
+                        triton_methods = {
+                            name: (lambda cfg=cfg: nearest_code_triton(x, c, distance, config=cfg))
+                            for name, cfg in configs.items()
+                        }
+                        methods = {**triton_methods, **methods}
+                        stats = {name: check(x, c, distance, cfg) for name, cfg in configs.items()}
                     for method, fn in methods.items():
                         try:
                             peak = peak_memory(fn, device)
@@ -152,18 +195,24 @@ def main() -> None:
                             "flop_floor_s": flop_floor,
                             "x_floor": seconds / floor,
                             "peak_bytes": peak,
-                            **(stats if method == "triton" else {}),
+                            "config": configs.get(method),
+                            **stats.get(method, {}),
                         }
                         rows.append(row)
                         mib = "-" if peak is None else f"{peak / 2**20:.1f}"
-                        agree = f"{stats['index_agreement']:.5f}" if method == "triton" else "-"
-                        err = f"{stats['dist_err']:.2e}" if method == "triton" else "-"
+                        st = stats.get(method)
+                        agree = f"{st['index_agreement']:.5f}" if st else "-"
+                        err = f"{st['dist_err']:.2e}" if st else "-"
                         print(
                             f"{distance:>9} {row['dtype']:>8} {n:>6} {k:>6} {d:>4} {method:>10} "
                             f"{seconds * 1e3:>9.3f} {row['x_floor']:>8.1f} {mib:>9} {agree:>7} "
                             f"{err:>9}",
                             flush=True,
                         )
+    if args.sweep:
+        for kind, cfgs in SWEEP_CONFIGS.items():
+            for i, cfg in enumerate(cfgs):
+                print(f"sweep{i} ({kind}): {cfg}")
     if args.out:
         meta = {
             "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor(),

@@ -144,7 +144,8 @@ def nearest_code_triton(
     """Triton version of :func:`~.reference.nearest_code_reference` (same results up to
     float32 summation order). ``x`` and ``codebook`` are brought to one dtype (their own if
     they share it, else float32); cosine normalises both in float32 first. ``config``
-    overrides :func:`default_config` (benchmark sweeps)."""
+    overrides :func:`default_config` (benchmark sweeps; its ``PRECISION`` key picks
+    ``tl.dot``'s input precision, default IEEE for float32 inputs)."""
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     cosine = distance == "cosine"
@@ -162,11 +163,12 @@ def nearest_code_triton(
     c2 = distances if cosine else codebook.float().pow(2).sum(1)  # unused when cosine
     cfg = dict(default_config(d, x.dtype), **(config or {}))
     block_m = cfg.pop("BLOCK_M")
+    precision = cfg.pop("PRECISION", "ieee" if x.dtype == torch.float32 else "tf32")
     block_d = cfg["BLOCK_D"]
     with device_guard(x):
         _nearest_code_kernel[(triton.cdiv(n, block_m),)](
             x, codebook, c2, indices, distances, n, k, d, x.stride(0), codebook.stride(0),
             BLOCK_M=block_m, ONE_D=d <= block_d, COSINE=cosine,
-            PRECISION="ieee" if x.dtype == torch.float32 else "tf32", **cfg,
+            PRECISION=precision, **cfg,
         )  # fmt: skip
     return indices, distances

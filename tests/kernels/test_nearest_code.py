@@ -261,3 +261,24 @@ def test_triton_mode_uses_triton(monkeypatch):
     got = nc.nearest_code(x, codebook)
     assert calls == ["triton"]
     check_result(got, nc.nearest_code_reference(x, codebook), x, codebook, "euclidean")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or nc.nearest_code_triton is None or nc._INTERPRETED,
+    reason="needs CUDA and compiled (not interpreted) Triton kernels",
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+@pytest.mark.parametrize(("k", "d"), [(1024, 32), (16384, 256)])
+def test_triton_matches_reference_on_gpu(dtype, distance, k, d):
+    """Real sizes on the GPU: the default launch (tf32x3 for float32) picks the reference's
+    code for all but near-ties and its distance to float32 rounding."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(65536, d, generator=gen, device="cuda").to(dtype)
+    codebook = torch.randn(k, d, generator=gen, device="cuda").to(dtype)
+    idx, dist = nc.nearest_code_triton(x, codebook, distance)
+    ref_idx, ref_dist = nc.nearest_code_reference(x, codebook, distance)
+    assert (idx == ref_idx).double().mean().item() >= 0.9999
+    scale = 1.0 if distance == "cosine" else x.float().pow(2).sum(1).max().item()
+    assert (dist - ref_dist).abs().max().item() / scale < 2e-6

@@ -22,6 +22,7 @@ from hazyzoo.configuration.configuration_based import BASED_PRESETS, BasedConfig
 from hazyzoo.configuration.configuration_jrt import JRT_PRESETS, JrtConfig
 from hazyzoo.configuration.configuration_m2bert import M2BERT_PRESETS, M2BertConfig
 from hazyzoo.configuration.configuration_mad import MAD_LAYERS, MadConfig
+from hazyzoo.configuration.configuration_prospector import ProspectorConfig
 from hazyzoo.configuration.configuration_rtf import RTF_PRESETS, RtfConfig
 from hazyzoo.configuration.configuration_vqvae import VQVAEConfig
 from hazyzoo.modeling.cache import HazyCache
@@ -50,6 +51,11 @@ from hazyzoo.modeling.modeling_mad import (
     MadForCausalLM,
     MadModel,
     MadPreTrainedModel,
+)
+from hazyzoo.modeling.modeling_prospector import (
+    ProspectorModel,
+    ProspectorOutput,
+    ProspectorPreTrainedModel,
 )
 from hazyzoo.modeling.modeling_rtf import (
     RTF_LORA_TARGET_MODULES,
@@ -100,6 +106,8 @@ def _register() -> None:
     AutoModelForCausalLM.register(MadConfig, MadForCausalLM, exist_ok=True)
     AutoConfig.register(VQVAEConfig.model_type, VQVAEConfig, exist_ok=True)
     AutoModel.register(VQVAEConfig, VQVAEModel, exist_ok=True)
+    AutoConfig.register(ProspectorConfig.model_type, ProspectorConfig, exist_ok=True)
+    AutoModel.register(ProspectorConfig, ProspectorModel, exist_ok=True)
     AutoConfig.register(M2BertConfig.model_type, M2BertConfig, exist_ok=True)
     AutoModel.register(M2BertConfig, M2BertModel, exist_ok=True)
     AutoModelForTextEncoding.register(M2BertConfig, M2BertForTextEncoding, exist_ok=True)
@@ -143,6 +151,10 @@ __all__ = [
     "MadForCausalLM",
     "MadModel",
     "MadPreTrainedModel",
+    "ProspectorConfig",
+    "ProspectorModel",
+    "ProspectorOutput",
+    "ProspectorPreTrainedModel",
     "RtfConfig",
     "RtfForCausalLM",
     "RtfForSequenceClassification",

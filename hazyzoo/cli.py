@@ -407,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_vq_arguments(p)
     p.set_defaults(func=_cmd_eval_vq)
+    p = eval_sub.add_parser(
+        "prospector", help="Prospector heads: localisation AUPRC / AP / AUROC on planted motifs"
+    )
+    from hazyzoo.evaluation.prospector import add_arguments as add_prospector_arguments
+
+    add_prospector_arguments(p)
+    p.set_defaults(func=_cmd_eval_prospector)
     return parser
 
 
@@ -439,6 +446,13 @@ def _cmd_eval_mad(args: argparse.Namespace) -> int:
 def _cmd_eval_vq(args: argparse.Namespace) -> int:
     """``hazyzoo eval vq``: VQ-VAEs with each gradient estimator, trained and compared."""
     from hazyzoo.evaluation.vq import run_from_args
+
+    return run_from_args(args)
+
+
+def _cmd_eval_prospector(args: argparse.Namespace) -> int:
+    """``hazyzoo eval prospector``: prospector heads fitted on planted motifs, maps scored."""
+    from hazyzoo.evaluation.prospector import run_from_args
 
     return run_from_args(args)
 

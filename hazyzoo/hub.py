@@ -116,6 +116,12 @@ CARD_SETTINGS: dict[str, dict[str, Any]] = {
         "tags": ["hazyzoo", "vq-vae", "vector-quantization", "rotation-trick", "autoencoder"],
         "license": "mit",
     },
+    "hazyzoo_prospector": {
+        "template": "prospector.md",
+        "pipeline_tag": "other",  # per-token attribution maps: no Hub task fits
+        "tags": ["hazyzoo", "prospector-heads", "feature-attribution", "interpretability"],
+        "license": "apache-2.0",
+    },
     "hazyzoo_rtf": {
         "template": "rtf.md",
         "pipeline_tag": "text-generation",

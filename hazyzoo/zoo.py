@@ -114,10 +114,14 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry(
         "Prospector heads",
         "Machiraju et al. 2024, Prospector heads",
-        "feature attribution",
-        "hazyzoo_prospector",
-        "planned",
-        "attribution over any encoder, localisation AUPRC",
+        "feature attribution head",
+        "hazyzoo_prospector: ProspectorModel; hazyzoo eval prospector",
+        "available",
+        "concepts by k-means over frozen token embeddings of any encoder, concept-pair sketches "
+        "over sequence / grid / edge-list token graphs (vectorised), predictive and inferential "
+        "kernels, per-token maps and datum-level prediction (AutoModel, safetensors, card), a "
+        "text front end for any encoder, golden parity with gmachiraju/K2, `hazyzoo eval "
+        "prospector` (localisation AUPRC / AP / AUROC on planted motifs, PNG)",
     ),
     ZooEntry(
         "Hydragen",

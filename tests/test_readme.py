@@ -52,3 +52,16 @@ def test_vqvae_example_runs_as_written():
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["again"].shape == (4, 1, 16, 16)
+
+
+def test_prospector_example_runs_as_written():
+    pytest.importorskip("sklearn")
+    code = _section_code("Prospector heads")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    scores, datum = namespace["scores"], namespace["data"][1]
+    assert scores.shape == datum.ground_truth.shape
+    # "high on the motif": the motif's mean score tops the rest of the document's
+    motif = datum.ground_truth == 1
+    assert scores[motif].mean() > scores[~motif].mean()
+    assert namespace["proba"].shape == (4,)

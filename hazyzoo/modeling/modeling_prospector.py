@@ -150,6 +150,13 @@ class ProspectorModel(ProspectorPreTrainedModel):
         self.register_buffer("fitted", torch.zeros(2, dtype=f64))
         self.post_init()
 
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"hidden_size={c.hidden_size}, num_concepts={c.num_concepts}, radius={c.radius}, "
+            f"variant={c.variant!r}, fitted={self.is_fitted}"
+        )
+
     # --- properties ----------------------------------------------------------------------
     @property
     def is_fitted(self) -> bool:

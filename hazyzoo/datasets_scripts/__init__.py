@@ -35,6 +35,10 @@ if importlib.util.find_spec("datasets") is not None:
 
     BUILDERS["mad"] = Mad
     __all__ += ["Mad", "MadTaskConfig"]
+    from hazyzoo.datasets_scripts.cookbook import Cookbook, CookbookConfig
+
+    BUILDERS["cookbook"] = Cookbook
+    __all__ += ["Cookbook", "CookbookConfig"]
 
 
 def load(

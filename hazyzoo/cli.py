@@ -1,4 +1,4 @@
-"""The ``hazyzoo`` command: list, demo, convert, card, eval.
+"""The ``hazyzoo`` command: list, demo, train, convert, card, eval.
 
 Bad input (missing or invalid paths, unreadable config or weight files, bad values) ends in one
 line ``hazyzoo <command>: error: ...`` on stderr and exit status 1; argparse usage errors exit 2.
@@ -16,7 +16,7 @@ from typing import Any
 # Errors that mean "bad input" and are reported in one line (others keep their traceback).
 _INPUT_ERRORS = (ValueError, TypeError, OSError, ImportError, RuntimeError)
 # The extra that provides what a command imports lazily, for the missing-package hint.
-_EXTRAS = {"demo": "demo", "eval": "eval"}
+_EXTRAS = {"demo": "demo", "eval": "eval", "train": "data"}
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -201,6 +201,13 @@ def _cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    """``hazyzoo train``: fine-tuning on Trainer (see :mod:`hazyzoo.train`)."""
+    from hazyzoo.train import run_from_args
+
+    return run_from_args(args)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     """``hazyzoo eval recall``: plain prompts versus JRT-Prompt on a recall task."""
     import json
@@ -368,6 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_card)
 
     p = sub.add_parser(
+        "train",
+        help="fine-tune a zoo LM or any causal LM with transformers.Trainer (also under "
+        "accelerate launch; --lora for a peft adapter)",
+        description="Fine-tune with transformers.Trainer; see hazyzoo.train's docstring.",
+    )
+    from hazyzoo.train import add_arguments as add_train_arguments
+
+    add_train_arguments(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
         "eval", help="run an evaluation (recall: plain prompts vs JRT-Prompt; locov1: retrieval)"
     )
     eval_sub = p.add_subparsers(dest="evaluation", required=True)
@@ -414,6 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_prospector_arguments(p)
     p.set_defaults(func=_cmd_eval_prospector)
+    p = eval_sub.add_parser(
+        "gpt4all", help="the GPT4All task list (or any lm-eval tasks) through lm-eval's Python API"
+    )
+    from hazyzoo.evaluation.gpt4all import add_arguments as add_gpt4all_arguments
+
+    add_gpt4all_arguments(p)
+    p.set_defaults(func=_cmd_eval_gpt4all)
     return parser
 
 
@@ -453,6 +478,13 @@ def _cmd_eval_vq(args: argparse.Namespace) -> int:
 def _cmd_eval_prospector(args: argparse.Namespace) -> int:
     """``hazyzoo eval prospector``: prospector heads fitted on planted motifs, maps scored."""
     from hazyzoo.evaluation.prospector import run_from_args
+
+    return run_from_args(args)
+
+
+def _cmd_eval_gpt4all(args: argparse.Namespace) -> int:
+    """``hazyzoo eval gpt4all``: lm-eval's GPT4All tasks (or --tasks) on a causal LM."""
+    from hazyzoo.evaluation.gpt4all import run_from_args
 
     return run_from_args(args)
 

@@ -16,6 +16,10 @@
 - :mod:`hazyzoo.evaluation.vq`: VQ-VAEs with each gradient estimator trained side by side on
   scikit-learn's digits: reconstruction MSE, codebook usage per 256 images, perplexity,
   quantization error, a PNG grid (``hazyzoo eval vq``; not imported here).
+- :mod:`hazyzoo.evaluation.prospector`: prospector heads fitted on planted motifs, localisation
+  AUPRC / AP / AUROC and a heatmap (``hazyzoo eval prospector``; not imported here).
+- :mod:`hazyzoo.evaluation.gpt4all`: the GPT4All task list through lm-eval's Python API
+  (``hazyzoo eval gpt4all``; needs ``lm-eval``; not imported here).
 - :mod:`hazyzoo.evaluation.metrics`: ``evaluate``-loadable metric modules
   (``evaluate.load(metric_path("ndcg_at_k"))``).
 

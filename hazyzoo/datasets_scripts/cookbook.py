@@ -39,7 +39,6 @@ the first rows of the ``t`` config built with the same seed, vocabulary and para
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,12 +47,14 @@ import datasets
 import numpy as np
 
 from hazyzoo.datasets_scripts.cookbook_templates import (
+    SPLITS,
     TEMPLATES,
     CookbookExample,
     check_vocabulary,
     default_vocabulary,
     format_example,
     mixture_counts,
+    split_stream,
 )
 
 __all__ = ["MIX", "Cookbook", "CookbookConfig"]
@@ -61,7 +62,6 @@ __all__ = ["MIX", "Cookbook", "CookbookConfig"]
 MIX = "mix"
 """Name of the mixture config."""
 
-_SPLITS = {"train": 0, "test": 1}
 
 _CITATION = """\
 @article{narayan2024cookbook,
@@ -207,15 +207,11 @@ def _configs() -> list[CookbookConfig]:
     return configs
 
 
-def _template_stream(seed: int, split: int, name: str) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, split, zlib.crc32(name.encode())]))
-
-
 def _examples(
-    config: CookbookConfig, split: int, name: str, words: tuple[str, ...], num: int
+    config: CookbookConfig, split: str, name: str, words: tuple[str, ...], num: int
 ) -> Iterator[CookbookExample]:
     """The ``num`` examples of template ``name`` in split ``split``, from its own stream."""
-    rng = _template_stream(config.seed, split, name)
+    rng = split_stream(config.seed, split, name)
     generate, params = TEMPLATES[name].generator, config.template_params(name)
     for _ in range(num):
         yield generate(rng, words, **params)
@@ -265,11 +261,9 @@ class Cookbook(datasets.GeneratorBasedBuilder):
     def _generate_examples(self, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
         config = self.config
         words = config.words()
-        split_index = _SPLITS[split]
+        split_index = SPLITS[split]
         counts = {name: n for name, n in config.counts(split).items() if n > 0}
-        streams = {
-            name: _examples(config, split_index, name, words, n) for name, n in counts.items()
-        }
+        streams = {name: _examples(config, split, name, words, n) for name, n in counts.items()}
         labels = np.array([i for i, n in enumerate(counts.values()) for _ in range(n)])
         if len(counts) > 1:
             order_rng = np.random.default_rng(np.random.SeedSequence([config.seed, split_index]))

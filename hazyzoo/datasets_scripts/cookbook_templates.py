@@ -66,6 +66,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -81,6 +82,7 @@ __all__ = [
     "ANSWER_CUE",
     "GPT4ALL_TASKS",
     "OPTION_LETTERS",
+    "SPLITS",
     "TASK_TYPES",
     "TEMPLATES",
     "TEMPLATE_SYMBOLS",
@@ -93,6 +95,8 @@ __all__ = [
     "format_example",
     "generate_examples",
     "mixture_counts",
+    "split_examples",
+    "split_stream",
     "template_words",
     "vocabulary_from_tokenizer",
 ]
@@ -1168,6 +1172,45 @@ def generate_examples(
     words = check_vocabulary(default_vocabulary() if vocab is None else vocab)
     resolved = tpl.resolve_params(params)
     rng = np.random.default_rng(seed)
+    return [tpl.generator(rng, words, **resolved) for _ in range(num)]
+
+
+SPLITS = {"train": 0, "test": 1}
+"""The splits of the ``cookbook`` builder and the index each one mixes into its seeds."""
+
+
+def split_stream(seed: int, split: str, template: str) -> np.random.Generator:
+    """The random stream of ``template``'s examples in ``split`` of a ``cookbook`` build with
+    ``seed``: ``default_rng(SeedSequence([seed, SPLITS[split], crc32(template)]))``. The builder
+    and the held-out evaluation (:func:`split_examples`) share it, so evaluating on
+    ``split="test"`` scores exactly the builder's test rows, never its train rows' stream."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    _check_seed("seed", seed)
+    _template(template)
+    return np.random.default_rng(
+        np.random.SeedSequence([int(seed), SPLITS[split], zlib.crc32(template.encode())])
+    )
+
+
+def split_examples(
+    template: str,
+    split: str,
+    num: int,
+    seed: int = 0,
+    vocab: Sequence[str] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> list[CookbookExample]:
+    """The first ``num`` examples of ``template`` in ``split`` of the ``cookbook`` builder (its
+    single-template config, or that template's rows of a ``mix``) built with ``seed``,
+    ``vocab`` (default :func:`default_vocabulary`) and generator ``params``; needs no
+    ``datasets``."""
+    tpl = _template(template)
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 0:
+        raise ValueError(f"num must be an int >= 0, got {num!r}")
+    words = check_vocabulary(default_vocabulary() if vocab is None else vocab)
+    resolved = tpl.resolve_params(params)
+    rng = split_stream(seed, split, tpl.name)
     return [tpl.generator(rng, words, **resolved) for _ in range(num)]
 
 

@@ -439,6 +439,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_gpt4all_arguments(p)
     p.set_defaults(func=_cmd_eval_gpt4all)
+    p = eval_sub.add_parser(
+        "cookbook",
+        help="Cookbook: a tiny LM fine-tuned on one template, held-out rule following before and "
+        "after (--mix: template mixing)",
+    )
+    from hazyzoo.evaluation.cookbook import add_arguments as add_cookbook_arguments
+
+    add_cookbook_arguments(p)
+    p.set_defaults(func=_cmd_eval_cookbook)
     return parser
 
 
@@ -478,6 +487,13 @@ def _cmd_eval_vq(args: argparse.Namespace) -> int:
 def _cmd_eval_prospector(args: argparse.Namespace) -> int:
     """``hazyzoo eval prospector``: prospector heads fitted on planted motifs, maps scored."""
     from hazyzoo.evaluation.prospector import run_from_args
+
+    return run_from_args(args)
+
+
+def _cmd_eval_cookbook(args: argparse.Namespace) -> int:
+    """``hazyzoo eval cookbook``: rule following after fine-tuning on a template, or mixing."""
+    from hazyzoo.evaluation.cookbook import run_from_args
 
     return run_from_args(args)
 

@@ -20,6 +20,8 @@
   AUPRC / AP / AUROC and a heatmap (``hazyzoo eval prospector``; not imported here).
 - :mod:`hazyzoo.evaluation.gpt4all`: the GPT4All task list through lm-eval's Python API
   (``hazyzoo eval gpt4all``; needs ``lm-eval``; not imported here).
+- :mod:`hazyzoo.evaluation.cookbook`: Cookbook's alignment score (held-out rule following),
+  template mixing, and the fine-tuning experiment (``hazyzoo eval cookbook``; not imported here).
 - :mod:`hazyzoo.evaluation.metrics`: ``evaluate``-loadable metric modules
   (``evaluate.load(metric_path("ndcg_at_k"))``).
 

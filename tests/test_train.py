@@ -57,11 +57,40 @@ def _pairs(path, n: int = 64, seed: int = 0, words: int = 3) -> None:
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
+    from hazyzoo.datasets_scripts.cookbook_templates import build_word_tokenizer, default_vocabulary
+
     root = tmp_path_factory.mktemp("train_assets")
     assert len(SPECIALS) + len(WORDS) <= BasedConfig.tiny().vocab_size
     _tokenizer(root / "tok")
     _pairs(root / "pairs.jsonl")
+    build_word_tokenizer(default_vocabulary(COOKBOOK_VOCAB)).save_pretrained(root / "cookbook_tok")
     return root
+
+
+COOKBOOK_VOCAB = 32
+# copy_span over 32 words: every example is 35 tokens, + eos.
+COOKBOOK_TOKENS = 36
+
+
+def _cookbook(assets, num_train_examples: int = 64) -> dict:
+    """TrainConfig fields for the Cookbook builder's copy_span config with its word tokenizer."""
+    from transformers import AutoTokenizer
+
+    vocab_size = len(AutoTokenizer.from_pretrained(assets / "cookbook_tok"))
+    return dict(
+        dataset="cookbook",
+        dataset_config="copy_span",
+        dataset_args={
+            "num_train_examples": num_train_examples,
+            "num_test_examples": 1,
+            "vocab_size": COOKBOOK_VOCAB,
+        },
+        tokenizer=str(assets / "cookbook_tok"),
+        model_args={"vocab_size": vocab_size},
+        prompt_column="instruction",
+        response_column="response",
+        learning_rate=3e-3,
+    )
 
 
 def _config(assets, out, **overrides) -> TrainConfig:
@@ -207,13 +236,16 @@ def test_prompt_filling_max_length_is_dropped_and_counted(assets, tmp_path):
 
 def test_resume_from_checkpoint_reproduces_the_loss_trajectory(assets, tmp_path):
     steps, every = 12, 4
-    full = train(_config(assets, tmp_path / "full", max_steps=steps))
+    cookbook = _cookbook(assets)
+    full = train(_config(assets, tmp_path / "full", max_steps=steps, **cookbook))
     out = tmp_path / "killed"
-    first = train(_config(assets, out, max_steps=steps, save_steps=every))
+    first = train(_config(assets, out, max_steps=steps, save_steps=every, **cookbook))
     # As if killed right after the first checkpoint: later checkpoints never happened.
     for k in range(2 * every, steps + 1, every):
         shutil.rmtree(out / f"checkpoint-{k}")
-    resumed = train(_config(assets, out, max_steps=steps, save_steps=every, resume="last"))
+    resumed = train(
+        _config(assets, out, max_steps=steps, save_steps=every, resume="last", **cookbook)
+    )
     assert resumed["resumed_from"].endswith(f"checkpoint-{every}")
     reference, again = _losses(full["log_history"]), _losses(resumed["log_history"])
     assert sorted(again) == list(range(1, steps + 1))  # steps 1..k come from the checkpoint
@@ -234,7 +266,8 @@ def test_lora_adapter_reloads_onto_a_fresh_base_with_identical_logits(assets, tm
     from hazyzoo import BASED_LORA_TARGET_MODULES
 
     out = tmp_path / "lora"
-    result = train(_config(assets, out, max_steps=10, lora=True, lora_r=4, learning_rate=2e-2))
+    cookbook = {**_cookbook(assets), "learning_rate": 2e-2}
+    result = train(_config(assets, out, max_steps=10, lora=True, lora_r=4, **cookbook))
     losses = list(_losses(result["log_history"]).values())
     assert losses[-1] < losses[0]
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
@@ -275,11 +308,16 @@ def test_accelerate_launch_two_processes(assets, tmp_path):
     cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     cmd += ["--main_process_port", str(port), "--mixed_precision", "no"]
     cmd += ["--dynamo_backend", "no", "-m", "hazyzoo.train"]
-    cmd += ["--model", "tiny:hazyzoo_based", "--tokenizer", str(assets / "tok")]
-    cmd += ["--dataset", str(assets / "pairs.jsonl"), "--prompt-column", "prompt"]
-    cmd += ["--response-column", "response", "--output-dir", str(out)]
+    cookbook = _cookbook(assets, num_train_examples=96)
+    cmd += ["--model", "tiny:hazyzoo_based", "--tokenizer", cookbook["tokenizer"]]
+    cmd += ["--model-arg", f"vocab_size={cookbook['model_args']['vocab_size']}"]
+    cmd += ["--dataset", "cookbook", "--dataset-config", "copy_span"]
+    for key, value in cookbook["dataset_args"].items():
+        cmd += ["--dataset-arg", f"{key}={value}"]
+    cmd += ["--prompt-column", "instruction", "--response-column", "response"]
+    cmd += ["--output-dir", str(out)]
     cmd += ["--cache-dir", str(tmp_path / "cache"), "--max-steps", "12", "--batch-size", "4"]
-    cmd += ["--learning-rate", "1e-2", "--logging-steps", "1", "--save-steps", "0"]
+    cmd += ["--learning-rate", "3e-3", "--logging-steps", "1", "--save-steps", "0"]
     cmd += ["--seed", "0", "--no-progress"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
@@ -288,8 +326,8 @@ def test_accelerate_launch_two_processes(assets, tmp_path):
     assert "2 process(es)" in proc.stdout
     results = json.loads((out / "train_results.json").read_text())
     assert results["world_size"] == 2 and results["global_step"] == 12
-    # 2 processes x 4 examples x 9 non-pad tokens per step
-    assert results["tokens_seen"] == 12 * 2 * 4 * 9
+    # 2 processes x 4 examples x 36 tokens per step
+    assert results["tokens_seen"] == 12 * 2 * 4 * COOKBOOK_TOKENS
     state = json.loads((out / "trainer_state.json").read_text())
     losses = [e["loss"] for e in state["log_history"] if "loss" in e]
     assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3]), losses

@@ -137,11 +137,18 @@ ZOO: tuple[ZooEntry, ...] = (
     ),
     ZooEntry(
         "Cookbook",
-        "Programmatic template data and learned template mixing",
-        "data set",
-        "hazyzoo.datasets_scripts.load('cookbook')",
-        "planned",
-        "template generators, learned mixing",
+        "Narayan et al. 2024, Cookbook: programmatic data generating templates",
+        "data set + mixing + fine-tuning + evaluation",
+        "hazyzoo.datasets_scripts.load('cookbook'); hazyzoo train; hazyzoo eval cookbook; "
+        "hazyzoo eval gpt4all",
+        "available",
+        "13 documented templates with rule checkers (multiple choice, yes/no, coreference "
+        "filling, copy, retrieval, counting, ordering) over random words or any tokenizer's "
+        "vocabulary, a datasets builder (one config per template + a weighted mix), template "
+        "mixing from per-template effects (stated algorithm), the alignment score and its "
+        "correlation with accuracy, `hazyzoo train` (Trainer, accelerate launch DDP/FSDP/"
+        "DeepSpeed, resume, peft LoRA) for any causal LM, the GPT4All tasks through lm-eval's "
+        "Python API",
     ),
     ZooEntry(
         "Repeated sampling",

@@ -65,3 +65,16 @@ def test_prospector_example_runs_as_written():
     motif = datum.ground_truth == 1
     assert scores[motif].mean() > scores[~motif].mean()
     assert namespace["proba"].shape == (4,)
+
+
+def test_cookbook_example_runs_as_written(tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path))
+    code = _section_code("Cookbook: template data, mixing, fine-tuning and GPT4All evaluation")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert len(namespace["data"]["train"]) == 100
+    assert sorted(set(namespace["data"]["train"]["template"])) == ["copy_span", "yes_no_membership"]
+    weights = namespace["weights"]
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert [round(weights[t], 2) for t in namespace["effects"]] == [0.56, 0.21, 0.22]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 METRICS_DIR = Path(__file__).resolve().parent
-METRICS = ("localization_auprc", "ndcg_at_k")
+METRICS = ("localization_auprc", "ndcg_at_k", "pass_at_k")
 
 
 def metric_path(name: str) -> str:

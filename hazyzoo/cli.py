@@ -448,6 +448,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cookbook_arguments(p)
     p.set_defaults(func=_cmd_eval_cookbook)
+    p = eval_sub.add_parser(
+        "coverage",
+        help="repeated sampling (Large Language Monkeys): sample, verify, coverage / pass@k, "
+        "power-law fit, majority vote and reward selection",
+    )
+    from hazyzoo.evaluation.coverage import add_arguments as add_coverage_arguments
+
+    add_coverage_arguments(p)
+    p.set_defaults(func=_cmd_eval_coverage)
     return parser
 
 
@@ -487,6 +496,13 @@ def _cmd_eval_vq(args: argparse.Namespace) -> int:
 def _cmd_eval_prospector(args: argparse.Namespace) -> int:
     """``hazyzoo eval prospector``: prospector heads fitted on planted motifs, maps scored."""
     from hazyzoo.evaluation.prospector import run_from_args
+
+    return run_from_args(args)
+
+
+def _cmd_eval_coverage(args: argparse.Namespace) -> int:
+    """``hazyzoo eval coverage``: repeated sampling, verification and coverage analysis."""
+    from hazyzoo.evaluation.coverage import run_from_args
 
     return run_from_args(args)
 

@@ -154,9 +154,14 @@ ZOO: tuple[ZooEntry, ...] = (
         "Repeated sampling",
         "Brown et al. 2024, Large Language Monkeys",
         "evaluation",
-        "hazyzoo eval monkeys",
-        "planned",
-        "coverage, pass@k, scaling fits, verifiers",
+        "hazyzoo eval coverage",
+        "available",
+        "resumable batched sampling from any causal LM (Hydragen shared-prefix generation "
+        "where the model supports it, plain generate otherwise, optional vLLM), verifiers "
+        "(math-verify answers, sandboxed code execution, exact match), unbiased pass@k to "
+        "n = 10,000 (also an evaluate metric), coverage curves, the exponentiated power-law "
+        "fit, majority-vote and reward-selection curves, monkey_business and JSONL sample "
+        "files, table/JSON/PNG",
     ),
 )
 

@@ -22,6 +22,13 @@
   (``hazyzoo eval gpt4all``; needs ``lm-eval``; not imported here).
 - :mod:`hazyzoo.evaluation.cookbook`: Cookbook's alignment score (held-out rule following),
   template mixing, and the fine-tuning experiment (``hazyzoo eval cookbook``; not imported here).
+- :mod:`hazyzoo.evaluation.coverage`: repeated sampling (Large Language Monkeys, Brown et al.
+  2024): :mod:`~hazyzoo.evaluation.sampling` (resumable, Hydragen where it applies),
+  :mod:`~hazyzoo.evaluation.verifiers` (math-verify, sandboxed code, exact match),
+  :mod:`~hazyzoo.evaluation.coverage_metrics` (pass@k, coverage, power-law fit, selection
+  curves), :mod:`~hazyzoo.evaluation.coverage_data` (monkey_business and JSONL samples) and
+  :mod:`~hazyzoo.evaluation.arithmetic` (the embedded problems); ``hazyzoo eval coverage``;
+  not imported here.
 - :mod:`hazyzoo.evaluation.metrics`: ``evaluate``-loadable metric modules
   (``evaluate.load(metric_path("ndcg_at_k"))``).
 

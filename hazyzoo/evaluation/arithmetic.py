@@ -298,8 +298,10 @@ def train_tiny_model(
     num_heads: int = 2,
     max_operand: int = 9,
     progress: bool = True,
+    architecture: str = "llama",
 ) -> dict[str, Any]:
-    """Train a tiny Llama on :func:`train_rows` with :func:`hazyzoo.train.train`; saves the
+    """Train a tiny Llama (``architecture="llama"``) or a tiny BASED (``"based"``, the zoo's
+    own; sampled with plain ``generate``, since Hydragen needs softmax attention) on :func:`train_rows` with :func:`hazyzoo.train.train`; saves the
     model and its tokenizer to ``output_dir`` (load with ``AutoModelForCausalLM`` /
     ``AutoTokenizer``) and returns train's results (``model``, ``tokenizer``,
     ``last_loss``, ...).
@@ -310,8 +312,11 @@ def train_tiny_model(
     1.0, a single sample is right 17% of the time while coverage is 63% at k=8 and 98% at
     k=64 (at temperature 0.7: 23%, 66%, 96%): the repeated-sampling effect at toy scale.
     """
-    from hazyzoo.demo import make_llama_config
+    from hazyzoo.demo import make_based_config, make_llama_config
     from hazyzoo.train import TrainConfig, train
+
+    if architecture not in ("llama", "based"):
+        raise ValueError(f"architecture must be 'llama' or 'based', got {architecture!r}")
 
     steps = _check_int("steps", steps, 1)
     _check_int("num_train_rows", num_train_rows, 1)
@@ -325,13 +330,24 @@ def train_tiny_model(
         longest = max(
             len(tokenizer(r["prompt"] + r["response"])["input_ids"]) for r in rows
         )  # + eos, + room for sampling past the answer
-        config = make_llama_config(
-            len(tokenizer),
-            max_position_embeddings=2 * longest + 16,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            num_heads=num_heads,
-        )
+        if architecture == "llama":
+            config = make_llama_config(
+                len(tokenizer),
+                max_position_embeddings=2 * longest + 16,
+                hidden_size=hidden_size,
+                num_layers=num_layers,
+                num_heads=num_heads,
+            )
+        else:
+            config = make_based_config(
+                len(tokenizer),
+                hidden_size=hidden_size,
+                num_layers=4,  # conv, linear attention, sliding window, conv
+                num_heads=num_heads,
+                feature_dim=16,
+                sliding_window=8,
+                initializer_range=0.05,
+            )
         config.pad_token_id = tokenizer.pad_token_id
         config.eos_token_id = tokenizer.eos_token_id
         config.save_pretrained(tmp_path / "config")

@@ -17,10 +17,11 @@ while majority voting and reward-model selection plateau. This runner joins the 
 
 Three ways in:
 
-* no ``--model`` / ``--samples``: the embedded default. A tiny Llama is trained for about a
-  minute on locally generated arithmetic word problems (:mod:`hazyzoo.evaluation.arithmetic`),
-  then samples 64 answers to each of 50 held-out problems; the reward curve uses the model's
-  own mean log-probability of each completion as the score (a verifier-free "reward model");
+* no ``--model`` / ``--samples``: the embedded default. A tiny BASED (``--architecture llama``:
+  a tiny Llama, which samples through Hydragen) is trained with ``Trainer`` for 100 steps on
+  locally generated arithmetic word problems (:mod:`hazyzoo.evaluation.arithmetic`), then
+  samples 64 answers to each of 50 held-out problems; the reward curve uses the model's own
+  mean log-probability of each completion as the score (a verifier-free "reward model");
 * ``--model DIR --problems FILE.jsonl``: any causal LM on a user's problems (rows with
   ``problem_id``, ``prompt``, and ``gt_answer`` for math / exact match or ``tests`` for code);
 * ``--samples FILE``: analyse an existing file, either per-problem rows (the Hub's
@@ -68,6 +69,7 @@ VERIFIERS = ("arithmetic", "math", "exact", "code")
 
 # The embedded default (measured on 2 CPU cores: see the README).
 DEFAULT_SETTINGS: dict[str, Any] = {
+    "architecture": "based",
     "train_steps": 100,
     "num_problems": 50,
     "num_samples": 64,
@@ -388,10 +390,22 @@ def run_default(
     out = Path(output_dir)
     model_dir = out / "model"
     train_seconds = None
-    if not (model_dir / "config.json").is_file():
+    want_type = "hazyzoo_based" if settings["architecture"] == "based" else "llama"
+    if (model_dir / "config.json").is_file():  # a resumed run: the model it trained
+        found = json.loads((model_dir / "config.json").read_text()).get("model_type")
+        if found != want_type:
+            raise ValueError(
+                f"{model_dir} holds a {found!r} model from an earlier run, not the requested "
+                f"{settings['architecture']!r}: use another --output-dir"
+            )
+    else:
         start = time.perf_counter()
         train_tiny_model(
-            model_dir, steps=settings["train_steps"], seed=settings["seed"], progress=progress
+            model_dir,
+            steps=settings["train_steps"],
+            seed=settings["seed"],
+            progress=progress,
+            architecture=settings["architecture"],
         )
         train_seconds = time.perf_counter() - start
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
@@ -419,7 +433,8 @@ def run_default(
     )
     report["settings"] = settings
     report["train_seconds"] = train_seconds
-    _write(report, out, title="tiny Llama on held-out arithmetic word problems")
+    name = "BASED" if settings["architecture"] == "based" else "Llama"
+    _write(report, out, title=f"tiny {name} on held-out arithmetic word problems")
     return report
 
 
@@ -446,6 +461,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     parser.add_argument("--score", action="store_true", help="--model: score by mean log-prob")
     parser.add_argument("--device", default=None, help="--model: e.g. cuda")
+    parser.add_argument(
+        "--architecture",
+        choices=["based", "llama"],
+        default=d["architecture"],
+        help="the embedded default's tiny model (llama samples through Hydragen)",
+    )
     parser.add_argument("--seed", type=int, default=d["seed"])
     parser.add_argument("--no-progress", action="store_true")
 
@@ -516,6 +537,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         if args.problems is not None:
             raise ValueError("--problems goes with --model")
         settings = {
+            "architecture": args.architecture,
             "num_samples": args.num_samples,
             "temperature": args.temperature,
             "batch_size": args.batch_size,

@@ -150,3 +150,14 @@ def test_sample_verify_analyse_end_to_end_on_a_tiny_llama(tmp_path):
     )
     assert again["coverage"] == report["coverage"]
     assert len((tmp_path / "samples.jsonl").read_text().splitlines()) == 12
+
+
+def test_default_refuses_a_model_of_another_architecture(tmp_path):
+    from hazyzoo.evaluation.coverage import run_default
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ValueError, match="holds a 'llama' model"):
+        run_default(tmp_path, {"architecture": "based"}, progress=False)
+    with pytest.raises(ValueError, match="unknown setting"):
+        run_default(tmp_path, {"nope": 1}, progress=False)

@@ -622,14 +622,22 @@ def check_attention_mask(
     The 0/1 and padding-side checks (two reductions, one host sync) are skipped while values
     cannot be read (see :func:`values_checkable`); the result is then True.
     """
-    widths = sorted({length, past + length})
-    what = " or ".join(f"[{batch}, {w}]" for w in widths)
-    mask = _require_tensor(attention_mask, name, f"[batch, seq] of 0/1, here {what}")
+    # No set and no formatting on the success path: under torch.compile the cached count
+    # ``past`` is symbolic, and hashing or printing it would specialise the graph on its value
+    # (a recompilation at every decode step).
+    widths = [length] if past == 0 else [length, past + length]
+
+    def what() -> str:
+        return " or ".join(f"[{batch}, {w}]" for w in widths)
+
+    if not isinstance(attention_mask, torch.Tensor):
+        _require_tensor(attention_mask, name, f"[batch, seq] of 0/1, here {what()}")
+    mask = attention_mask
     if mask.dtype.is_complex:
         raise TypeError(f"{name} must be a bool, integer or float tensor, got {mask.dtype}")
     if mask.dim() != 2 or mask.shape[0] != batch or mask.shape[1] not in widths:
         raise ValueError(
-            f"{name} must have shape {what} (batch {batch}, {length} new and {past} cached "
+            f"{name} must have shape {what()} (batch {batch}, {length} new and {past} cached "
             f"positions), got shape {tuple(mask.shape)}"
         )
     if not values_checkable(mask) or mask.numel() == 0:
@@ -794,7 +802,10 @@ def check_cache_compatible(
                 "with model.make_cache()"
             )
     lengths = {idx: layer.get_seq_length() for idx, layer in enumerate(layers)}
-    if len(set(lengths.values())) > 1:
+    # compared pairwise, not through a set: hashing the counts would make torch.compile
+    # specialise on them and recompile at every decode step
+    first = next(iter(lengths.values()), None)
+    if any(n != first for n in lengths.values()):
         raise ValueError(
             f"{name} layers disagree on the positions they have seen ({lengths}); "
             "the cache is corrupt or was advanced by hand"

@@ -87,13 +87,21 @@ class MoEMLP(nn.Module):
         weights, chosen = probs.topk(self.top_k, dim=-1)  # [T, k]
         weights = (weights / weights.sum(-1, keepdim=True)).to(x.dtype)
         out = torch.zeros_like(x)
-        # Every expert runs on the tokens routed to it (a dense loop: fine for the sizes the
-        # zoo trains; a grouped-GEMM kernel would replace it for large expert counts).
-        for e, expert in enumerate(self.experts):
-            token, slot = (chosen == e).nonzero(as_tuple=True)
-            if token.numel():
-                y = expert(x.index_select(0, token)) * weights[token, slot, None]
-                out.index_add_(0, token, y.to(out.dtype))
+        if torch.compiler.is_compiling():
+            # torch.compile: no data-dependent shapes (nonzero) or branches, so every expert
+            # runs on every token, weighted by the token's routing weight for it (0 where the
+            # expert was not chosen): the same sums, at num_experts / top_k times the FLOPs.
+            for e, expert in enumerate(self.experts):
+                gate = (weights * (chosen == e).to(weights.dtype)).sum(-1, keepdim=True)
+                out = out + (expert(x) * gate).to(out.dtype)
+        else:
+            # Every expert runs on the tokens routed to it (a dense loop: fine for the sizes
+            # the zoo trains; a grouped-GEMM kernel would replace it for large expert counts).
+            for e, expert in enumerate(self.experts):
+                token, slot = (chosen == e).nonzero(as_tuple=True)
+                if token.numel():
+                    y = expert(x.index_select(0, token)) * weights[token, slot, None]
+                    out.index_add_(0, token, y.to(out.dtype))
         aux = None
         if self.training and self.aux_loss_coef:
             real = (

@@ -196,12 +196,25 @@ class RtfFilter(nn.Module):
         float32 tensors ``decay`` (a), ``input`` (v), ``readout`` (c); ``direct`` (d)
         ``[channels]``; per shared denominator ``a_rows`` ``[num_a, N]``, ``power`` (A^n)
         ``[num_a, N, N]`` and ``psi`` ``[num_a, n]`` (float32); ``kernel`` ``[channels, n]``.
+
+        Under ``torch.compile`` the cache is bypassed: Dynamo can read neither storage pointers
+        nor version counters (the cache key), so the graph derives the realization from the
+        parameters on every call (always current; the compiler drops the entries a step does
+        not use) and skips the finiteness check, which reads tensor values.
         """
         if self.bidirectional:
             raise ValueError("a bidirectional RTF filter reads future tokens: it has no recurrence")
+        if torch.compiler.is_compiling():
+            return self._solve_realization(check_finite=False)
         key = self._parameter_key()
         if self._realization is not None and self._realization_key == key:
             return self._realization
+        self._realization = self._solve_realization(check_finite=True)
+        self._realization_key = key
+        return self._realization
+
+    def _solve_realization(self, check_finite: bool) -> dict[str, torch.Tensor]:
+        """The tensors :meth:`realization` returns, solved anew (no cache)."""
         a_rows = self.denominators().double()
         per = self.channels // self.num_a
         a = a_rows.repeat_interleave(per, dim=0) if per > 1 else a_rows
@@ -214,7 +227,9 @@ class RtfFilter(nn.Module):
                 self.convention,
                 self.reference_recurrence,
             )
-            finite = all(torch.isfinite(real[n]).all() for n in ("v", "c", "d", "power"))
+            finite = not check_finite or all(
+                torch.isfinite(real[n]).all() for n in ("v", "c", "d", "power")
+            )
         except torch.linalg.LinAlgError:  # I - A^n singular, or A^n overflowed
             finite = False
         if not finite:
@@ -227,7 +242,7 @@ class RtfFilter(nn.Module):
         n_fft = ops.fft_size(self.trunc_len)
         rows = slice(None, None, per)  # one channel of each shared denominator
         f32 = torch.float32
-        self._realization = {
+        return {
             "decay": a.T.to(f32).contiguous(),
             "input": real["v"].T.to(f32).contiguous(),
             "readout": real["c"].T.to(f32).contiguous(),
@@ -237,8 +252,6 @@ class RtfFilter(nn.Module):
             "psi": ops.periodic_inverse(a_rows, self.trunc_len).to(f32),
             "kernel": self.kernel(n_fft).detach(),
         }
-        self._realization_key = key
-        return self._realization
 
     def _expand(self, rows: torch.Tensor) -> torch.Tensor:
         per = self.channels // self.num_a

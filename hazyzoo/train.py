@@ -79,10 +79,12 @@ import torch
 from transformers import TrainerCallback
 
 __all__ = [
+    "ACCELERATE_CONFIGS",
     "IGNORE_INDEX",
     "CausalLMCollator",
     "TokenThroughputCallback",
     "TrainConfig",
+    "accelerate_config",
     "add_arguments",
     "build_model",
     "load_tokenizer",
@@ -95,6 +97,9 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100
+ACCELERATE_CONFIGS = ("ddp", "fsdp")
+"""The accelerate config files shipped in ``hazyzoo/accelerate_configs/`` (see
+:func:`accelerate_config`)."""
 RESULTS_JSON = "train_results.json"
 BASE_MODEL_DIR = "base_model"
 _DATA_FILE_BUILDERS = {
@@ -105,6 +110,22 @@ _DATA_FILE_BUILDERS = {
     ".txt": "text",
 }
 _PRETOKENIZED = "input_ids"
+
+
+def accelerate_config(name: str) -> str:
+    """The path of a shipped ``accelerate launch --config_file``: ``"ddp"`` (data parallel on
+    the GPUs of one machine, bf16) or ``"fsdp"`` (full shard, bf16 mixed precision, each zoo
+    ``DecoderLayer`` an FSDP unit, full state dicts so the saved model loads anywhere). Both
+    default to 2 processes; ``accelerate launch --num_processes N`` overrides it."""
+    if name not in ACCELERATE_CONFIGS:
+        raise ValueError(f"unknown accelerate config {name!r}; choose from {ACCELERATE_CONFIGS}")
+    path = Path(__file__).resolve().parent / "accelerate_configs" / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing from this installation (is accelerate_configs/*.yaml in "
+            "setup.cfg [options.package_data]?)"
+        )
+    return str(path)
 
 
 # --------------------------------------------------------------------------------------------

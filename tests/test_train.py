@@ -392,3 +392,25 @@ def test_pretokenized_zoo_dataset_trains_through_the_cli(tmp_path, capsys):
     assert "holds checkpoints" in capsys.readouterr().err
     assert main([*args, "--resume", "--max-steps", "6"]) == 0
     assert json.loads((out / "train_results.json").read_text())["global_step"] == 6
+
+
+def test_shipped_accelerate_configs_load_as_accelerate_reads_them():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from hazyzoo.train import accelerate_config
+
+    ddp = load_config_from_file(accelerate_config("ddp"))
+    assert (
+        str(ddp.distributed_type) == "DistributedType.MULTI_GPU" and ddp.mixed_precision == "bf16"
+    )
+    fsdp = load_config_from_file(accelerate_config("fsdp"))
+    assert str(fsdp.distributed_type) == "DistributedType.FSDP"
+    assert fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "DecoderLayer"
+    assert fsdp.fsdp_config["fsdp_sharding_strategy"] == "FULL_SHARD"
+    # the wrapped class is the block every zoo causal LM on the shared stack declares
+    from hazyzoo import BasedForCausalLM, JrtForCausalLM, MadForCausalLM, RtfForCausalLM
+
+    for cls in (BasedForCausalLM, JrtForCausalLM, MadForCausalLM, RtfForCausalLM):
+        assert cls._no_split_modules == ["DecoderLayer"], cls
+    with pytest.raises(ValueError, match="unknown accelerate config"):
+        accelerate_config("deepspeed")

@@ -273,3 +273,38 @@ def test_inductor_compiles_the_training_and_decode_steps(program):
         _check_training(model, "inductor", atol=1e-4, rtol=1e-4, grad_rtol=1e-4)
     else:
         _check_decode(model, "inductor", atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.gpu
+def test_cuda_compile_with_the_triton_kernels(monkeypatch):
+    """On CUDA the dispatch picks the Triton kernels; training and decode steps must still
+    compile whole (fullgraph) and match eager."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    monkeypatch.delenv("HAZYZOO_KERNELS", raising=False)
+    model = make_model("hazyzoo_based").cuda()
+    ids = random_ids(model, 2, 16).cuda()
+
+    def train_step(input_ids):
+        return model(input_ids=input_ids, labels=input_ids).loss
+
+    model.train()
+    want = train_step(ids)
+    got = _compiled_call(train_step, (ids,), lambda: (ids,), "eager")
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    got.backward()
+
+    model.eval()
+    with torch.no_grad():
+        prefill = model(input_ids=ids, use_cache=True)
+        cache, token = getattr(prefill, CACHE_FIELD), prefill.logits[:, -1:].argmax(-1)
+        twin = copy.deepcopy(cache)
+
+        def decode_step(input_ids, cache):
+            return model(input_ids=input_ids, cache=cache, use_cache=True).logits
+
+        want = decode_step(token, cache)
+        got = _compiled_call(
+            decode_step, (token, twin), lambda: (token, copy.deepcopy(twin)), "eager"
+        )
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -45,6 +45,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # tests/test_train.py runs hazyzoo.train under a two-process launch by default
 def test_trainer_runs_under_accelerate_launch_with_two_processes(tmp_path):
     launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     if launcher is None:

@@ -291,6 +291,7 @@ def test_save_pretrained_remote_code_writes_the_bundle(tmp_path):
 OTHER_CAUSAL_LMS = [t for t in sorted(hazyzoo.CAUSAL_LM_REGISTRY) if t != "hazyzoo_based"]
 
 
+@pytest.mark.slow  # ~8 s per model in a fresh process; BASED's own test runs by default
 @pytest.mark.parametrize("model_type", OTHER_CAUSAL_LMS)
 def test_every_zoo_causal_lm_loads_without_hazyzoo_or_triton(model_type, tmp_path):
     """The bundle is found by walking imports, so every registered LM exports (BASED is tested

@@ -84,7 +84,12 @@ def _rest_of_the_mixers() -> list[str]:
     ]
 
 
-CASES = [*(pytest.param(t, {}, id=t) for t in CAUSAL_LMS)]
+# BASED and the every-other-mixer MAD hybrid run by default; the other models with -m slow
+# (each compiles in a few seconds; together they were ~20 s of the default suite).
+CASES = [
+    pytest.param(t, {}, id=t, marks=() if t == "hazyzoo_based" else pytest.mark.slow)
+    for t in CAUSAL_LMS
+]
 CASES.append(
     pytest.param(
         hazyzoo.MadConfig.model_type,

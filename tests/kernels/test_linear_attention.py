@@ -390,6 +390,52 @@ def test_triton_step(shape):
     assert_all_close((*got, kv_state, k_state), (*want, kv_ref, k_ref), names)
 
 
+@pytest.mark.parametrize("state_dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_state_step(state_dtype):
+    """A bfloat16 / float16 kv_state. Each step computes the update in float32 and stores it
+    rounded once: from the same state, the Triton step (where triton runs) and the reference
+    store the same state up to one rounding (1 ulp), read the same unrounded sum (o, z within
+    float32 error) and keep k_state float32. Over ten steps the rounded state stays within
+    half an ulp per step of the float32 chain, and o within what that drift allows."""
+    q, k, v, _ = make_qkv(seed=5, batch=2, heads=2, length=14, feat=4, dv=24, masked=False)
+    kv32, ks32 = ref.taylor_attention_state_reference(k[:, :, :4], v[:, :, :4])
+    chain = (kv32.to(state_dtype), ks32.clone())  # the reference's reduced-precision chain
+    exact = (chain[0].float(), ks32.clone())  # float32 steps from the same rounded start
+    eps = torch.finfo(state_dtype).eps  # spacing at 1: a rounding moves x by <= eps/2 |x|
+    for n, t in enumerate(range(4, 14), start=1):
+        token = (q[:, :, t], k[:, :, t], v[:, :, t])
+        before = (chain[0].clone(), chain[1].clone())
+        o, z = ref.taylor_attention_step_reference(*token, *chain)
+        assert chain[0].dtype == state_dtype and chain[1].dtype == torch.float32
+        if triton_available():
+            other = (before[0].clone(), before[1].clone())
+            o_t, z_t = recurrent.taylor_attention_step_triton(*token, *other)
+            assert other[0].dtype == state_dtype
+            ulp = eps * chain[0].float().abs()
+            assert ((other[0].float() - chain[0].float()).abs() <= ulp + 1e-30).all(), t
+            assert_all_close((o_t, z_t, other[1]), (o, z, chain[1]), ("o", "z", "k_state"))
+        gap = (before[0].float() - exact[0]).abs()  # the drift o reads (before this step)
+        want_o, want_z = ref.taylor_attention_step_reference(*token, *exact)
+        drift = (chain[0].float() - exact[0]).abs()
+        assert drift.amax() <= n * eps / 2 * exact[0].abs().amax(), (t, drift.amax())
+        phi_q = ref.taylor_feature_map_reference(q[:, :, t]).abs()
+        bound = torch.einsum("bhd,bhdv->bhv", phi_q, gap) + 1e-5 * want_o.abs().amax()
+        assert ((o - want_o).abs() <= bound).all(), t
+        assert_close(z, want_z, f"z[{t}]")
+
+
+def test_step_state_dtypes_are_checked():
+    q, k, v, _ = make_qkv(seed=1, batch=1, heads=1, length=1, feat=2, dv=3, masked=False)
+    kv, ks = ref.taylor_attention_state_reference(k, v)
+    token = (q[:, :, 0], k[:, :, 0], v[:, :, 0])
+    with pytest.raises(ValueError, match="kv_state must be float32 or bfloat16 or float16"):
+        la.taylor_attention_step(*token, kv.double(), ks)
+    with pytest.raises(ValueError, match="k_state must be float32"):
+        la.taylor_attention_step(*token, kv.bfloat16(), ks.bfloat16())
+    with pytest.raises(ValueError, match=r"initial_state\[0\] \(kv_state\) must be float32"):
+        la.taylor_linear_attention(q, k, v, initial_state=(kv.bfloat16(), ks))
+
+
 @requires_triton
 @settings(HYPOTHESIS, max_examples=10)
 @given(shape=shapes, data=st.data())

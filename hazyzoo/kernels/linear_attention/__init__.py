@@ -161,16 +161,27 @@ def _check_qkv(q: Tensor | None, k: Tensor, v: Tensor, key_mask: Tensor | None, 
     check_same_device(**tensors)
 
 
+# dtypes the decode step takes for ``kv_state`` (``k_state`` is always float32)
+STEP_STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def _check_state(
-    names: tuple[str, str], kv_state: object, k_state: object, k: Tensor, v: Tensor
+    names: tuple[str, str],
+    kv_state: object,
+    k_state: object,
+    k: Tensor,
+    v: Tensor,
+    kv_dtypes: tuple[torch.dtype, ...] = (torch.float32,),
 ) -> None:
-    """``kv_state [B, H, 1+F+F^2, Dv]`` and ``k_state [B, H, 1+F+F^2]``, float32, on k's
-    device, for k ``[B, H, (L,) F]`` and v ``[B, H, (L,) Dv]``; ``names`` go into messages."""
-    for name, t in zip(names, (kv_state, k_state)):
+    """``kv_state [B, H, 1+F+F^2, Dv]`` (a dtype of ``kv_dtypes``) and ``k_state [B, H,
+    1+F+F^2]`` (float32), on k's device, for k ``[B, H, (L,) F]`` and v ``[B, H, (L,) Dv]``;
+    ``names`` go into messages."""
+    for name, t, dtypes in zip(names, (kv_state, k_state), (kv_dtypes, (torch.float32,))):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype != torch.float32:
-            raise ValueError(f"{name} must be float32 (the recurrent state), got {t.dtype}")
+        if t.dtype not in dtypes:
+            allowed = " or ".join(str(d).removeprefix("torch.") for d in dtypes)
+            raise ValueError(f"{name} must be {allowed} (the recurrent state), got {t.dtype}")
     batch, heads, d_phi = k.shape[0], k.shape[1], taylor_feature_dim(k.shape[-1])
     check_shape(names[0], kv_state, (batch, heads, d_phi, v.shape[-1]), "[B, H, 1+F+F^2, Dv]")
     check_shape(names[1], k_state, (batch, heads, d_phi), "[B, H, 1+F+F^2]")
@@ -411,17 +422,20 @@ def taylor_attention_step(
 
     Args:
         q, k: ``[B, H, F]``; v: ``[B, H, Dv]`` (same float dtype).
-        kv_state: ``[B, H, 1+F+F^2, Dv]`` and k_state: ``[B, H, 1+F+F^2]``, float32 and
-            contiguous, owned by the caller; updated in place to include ``(k, v)``.
+        kv_state: ``[B, H, 1+F+F^2, Dv]`` (float32, or bfloat16 / float16 for a
+            reduced-precision state: the update is computed in float32 and rounded once when
+            stored) and k_state: ``[B, H, 1+F+F^2]`` (float32), contiguous, owned by the
+            caller; updated in place to include ``(k, v)``.
         key_mask: ``None`` or ``[B]`` (bool or 0/1): a row whose entry is 0 adds nothing to
             its state (a padding token), though its query still reads the state.
 
     Returns:
         ``o = phi(q) . kv_state`` ``[B, H, Dv]`` and ``z = phi(q) . k_state`` ``[B, H]``,
-        float32 and unnormalised, computed after the update (the token attends to itself).
+        float32 and unnormalised, computed after the update (the token attends to itself)
+        from the float32 value of the updated state (before a reduced-precision store).
     """
     _check_qkv(q, k, v, None, seq=False)
-    _check_state(("kv_state", "k_state"), kv_state, k_state, k, v)
+    _check_state(("kv_state", "k_state"), kv_state, k_state, k, v, STEP_STATE_DTYPES)
     for name, t in (("kv_state", kv_state), ("k_state", k_state)):
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous: it is updated in place")

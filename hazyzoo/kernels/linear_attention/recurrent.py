@@ -63,8 +63,8 @@ def _step_kernel(
         row = pid_bh * D_PHI + r
         ptr = KV + row[:, None] * DV + offs_v[None, :]
         tile_mask = in_r[:, None] & in_v[None, :]
-        kv = tl.load(ptr, mask=tile_mask, other=0.0) + phi_k[:, None] * v[None, :]
-        tl.store(ptr, kv, mask=tile_mask)
+        kv = tl.load(ptr, mask=tile_mask, other=0.0).to(tl.float32) + phi_k[:, None] * v[None, :]
+        tl.store(ptr, kv.to(KV.dtype.element_ty), mask=tile_mask)  # one rounding (half states)
         acc_o += tl.sum(phi_q[:, None] * kv, axis=0)
         ks = tl.load(KS + row, mask=r < ks_end, other=0.0) + phi_k
         tl.store(KS + row, ks, mask=r < ks_end)

@@ -177,16 +177,21 @@ def taylor_attention_step_reference(
     key_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Add ``m phi(k)^T v`` / ``m phi(k)`` to the states in place (``m`` the key mask of each
-    batch row, 1 when absent), then read them with ``phi(q)``."""
-    phi_q = taylor_feature_map_reference(q).to(kv_state.dtype)
-    phi_k = taylor_feature_map_reference(k).to(kv_state.dtype)
+    batch row, 1 when absent), then read them with ``phi(q)``.
+
+    The update is computed in (at least) float32; a bfloat16 / float16 ``kv_state`` is
+    rounded once when the sum is stored back, and the readout uses the unrounded sum."""
+    acc = torch.promote_types(torch.float32, kv_state.dtype)
+    phi_q = taylor_feature_map_reference(q).to(acc)
+    phi_k = taylor_feature_map_reference(k).to(acc)
     if key_mask is not None:
-        keep = key_mask.to(device=k.device, dtype=torch.bool).to(kv_state.dtype)
+        keep = key_mask.to(device=k.device, dtype=torch.bool).to(acc)
         phi_k = phi_k * keep[:, None, None]
-    kv_state.add_(phi_k[..., :, None] * v.to(kv_state.dtype)[..., None, :])
-    k_state.add_(phi_k)
-    o = torch.einsum("bhd,bhdv->bhv", phi_q, kv_state)
-    z = (phi_q * k_state).sum(-1)
+    kv_new = kv_state.to(acc) + phi_k[..., :, None] * v.to(acc)[..., None, :]
+    kv_state.copy_(kv_new)
+    k_state.add_(phi_k.to(k_state.dtype))
+    o = torch.einsum("bhd,bhdv->bhv", phi_q, kv_new)
+    z = (phi_q * k_state.to(acc)).sum(-1)
     return o, z
 
 

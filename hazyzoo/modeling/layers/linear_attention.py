@@ -15,6 +15,20 @@ from hazyzoo.modeling.cache import LinearAttentionStateLayer
 from hazyzoo.modeling.layers.protocol import MixerOutput
 from hazyzoo.modeling.layers.registry import register_sequence_mixer
 
+# The dtypes a linear-attention state matrix may be kept in (config names -> torch dtypes).
+LINEAR_ATTENTION_STATE_DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def state_dtype_of(config: PreTrainedConfig) -> torch.dtype:
+    """The torch dtype named by ``config.linear_attention_state_dtype`` (float32 when the
+    config predates the field)."""
+    name = getattr(config, "linear_attention_state_dtype", None) or "float32"
+    return LINEAR_ATTENTION_STATE_DTYPES[name]
+
 
 @register_sequence_mixer("linear_attention", test_config=BasedConfig.tiny)
 class TaylorLinearAttention(nn.Module):
@@ -28,9 +42,17 @@ class TaylorLinearAttention(nn.Module):
     Queries and keys have ``feature_dim`` entries per head, values ``hidden_size // num_heads``.
     Prefill and chunks continuing from a cache use the parallel op (which reads the cached state
     as its initial state and returns the new one); single-token decoding updates the state
-    ``sum phi(k)^T v``, ``sum phi(k)`` (float32, fixed size) in place. Padding keys (mask 0)
+    ``sum phi(k)^T v``, ``sum phi(k)`` (fixed size) in place. Padding keys (mask 0)
     contribute nothing. Config fields read by :meth:`from_config`: ``hidden_size``,
-    ``num_attention_heads``, ``feature_dim``, ``linear_attention_eps``.
+    ``num_attention_heads``, ``feature_dim``, ``linear_attention_eps``,
+    ``linear_attention_state_dtype``.
+
+    ``state_dtype`` is the dtype the cache keeps ``sum phi(k)^T v`` in: float32 (the default,
+    exact up to float32 summation), or bfloat16 / float16 to halve the bytes a decode step
+    reads and writes at large batch. Every update is computed in float32 and rounded once when
+    stored; the normaliser ``sum phi(k)`` (1% of the state, and a token count in its first
+    entry that half precision could not hold past a few hundred tokens) stays float32.
+    Prefill and chunks continuing a cache compute in float32 from the (upcast) state.
     """
 
     # returns attention weights when asked (output_attentions=True)
@@ -43,8 +65,14 @@ class TaylorLinearAttention(nn.Module):
         feature_dim: int = 16,
         eps: float = 1e-12,
         layer_idx: int | None = None,
+        state_dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
+        if state_dtype not in LINEAR_ATTENTION_STATE_DTYPES.values():
+            raise ValueError(
+                f"state_dtype must be one of {sorted(LINEAR_ATTENTION_STATE_DTYPES)} as a "
+                f"torch.dtype, got {state_dtype!r}"
+            )
         if hidden_size % num_heads:
             raise ValueError(
                 f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})"
@@ -55,6 +83,7 @@ class TaylorLinearAttention(nn.Module):
         self.head_dim = hidden_size // num_heads
         self.eps = eps
         self.layer_idx = layer_idx
+        self.state_dtype = state_dtype
         self.q_proj = nn.Linear(hidden_size, num_heads * feature_dim, bias=False)
         self.k_proj = nn.Linear(hidden_size, num_heads * feature_dim, bias=False)
         self.v_proj = nn.Linear(hidden_size, num_heads * self.head_dim, bias=False)
@@ -69,7 +98,25 @@ class TaylorLinearAttention(nn.Module):
             config.feature_dim,
             config.linear_attention_eps,
             layer_idx,
+            state_dtype_of(config),
         )
+
+    def store_state(
+        self,
+        cache_layer: LinearAttentionStateLayer,
+        final: tuple[torch.Tensor, torch.Tensor],
+        in_place: bool,
+    ) -> None:
+        """Put a prefill's float32 final state into ``cache_layer`` (``kv_state`` in
+        :attr:`state_dtype`). ``in_place`` (continuing a cache) copies into the existing
+        tensors, so a captured CUDA graph keeps reading the same buffers."""
+        kv_state, k_state = (s.detach() for s in final)
+        if in_place:
+            cache_layer.kv_state.copy_(kv_state)
+            cache_layer.k_state.copy_(k_state)
+        else:
+            cache_layer.kv_state = kv_state.to(self.state_dtype)
+            cache_layer.k_state = k_state
 
     def make_cache_layer(self) -> LinearAttentionStateLayer:
         """A fresh cache layer for this mixer."""
@@ -104,7 +151,9 @@ class TaylorLinearAttention(nn.Module):
             )
             o, z = o[:, :, None], z[:, :, None]
         else:
-            initial = (cache_layer.kv_state, cache_layer.k_state) if has_past else None
+            initial = None
+            if has_past:  # the kernels read a float32 state
+                initial = (cache_layer.kv_state.float(), cache_layer.k_state)
             o, z, final = taylor_linear_attention(
                 q,
                 k,
@@ -114,12 +163,7 @@ class TaylorLinearAttention(nn.Module):
                 output_final_state=cache_layer is not None,
             )
             if cache_layer is not None:
-                kv_state, k_state = (s.detach() for s in final)
-                if has_past:  # in place: a captured CUDA graph keeps reading the same buffers
-                    cache_layer.kv_state.copy_(kv_state)
-                    cache_layer.k_state.copy_(k_state)
-                else:
-                    cache_layer.kv_state, cache_layer.k_state = kv_state, k_state
+                self.store_state(cache_layer, final, in_place=has_past)
         y = (o / (z[..., None] + self.eps)).to(v.dtype)
         y = self.o_proj(y.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
         if not output_attentions:

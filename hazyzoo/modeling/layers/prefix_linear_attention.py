@@ -13,7 +13,7 @@ from transformers import PreTrainedConfig
 from hazyzoo.configuration.configuration_jrt import JrtConfig
 from hazyzoo.kernels.linear_attention import taylor_prefix_linear_attention
 from hazyzoo.modeling.cache import LinearAttentionStateLayer
-from hazyzoo.modeling.layers.linear_attention import TaylorLinearAttention
+from hazyzoo.modeling.layers.linear_attention import TaylorLinearAttention, state_dtype_of
 from hazyzoo.modeling.layers.protocol import MixerOutput
 from hazyzoo.modeling.layers.registry import register_sequence_mixer
 
@@ -36,7 +36,8 @@ class PrefixLinearAttention(TaylorLinearAttention):
 
     The prefix must arrive in the first call on a cache (:attr:`noncausal_prefix_length` tells
     the stack and ``generate`` how long it is). Config fields read by :meth:`from_config`:
-    BASED's linear-attention fields, ``enc_length`` and ``mask_semantics``.
+    BASED's linear-attention fields (``linear_attention_state_dtype`` included),
+    ``enc_length`` and ``mask_semantics``.
     """
 
     def __init__(
@@ -48,8 +49,9 @@ class PrefixLinearAttention(TaylorLinearAttention):
         enc_length: int = 1024,
         mask_semantics: str = "exact",
         layer_idx: int | None = None,
+        state_dtype: torch.dtype = torch.float32,
     ) -> None:
-        super().__init__(hidden_size, num_heads, feature_dim, eps, layer_idx)
+        super().__init__(hidden_size, num_heads, feature_dim, eps, layer_idx, state_dtype)
         if mask_semantics not in ("exact", "reference"):
             raise ValueError(
                 f"mask_semantics must be 'exact' or 'reference', got {mask_semantics!r}"
@@ -72,6 +74,7 @@ class PrefixLinearAttention(TaylorLinearAttention):
             config.enc_length,
             config.mask_semantics,
             layer_idx,
+            state_dtype_of(config),
         )
 
     @property
@@ -161,7 +164,7 @@ class PrefixLinearAttention(TaylorLinearAttention):
             output_final_state=cache_layer is not None,
         )
         if cache_layer is not None:
-            cache_layer.kv_state, cache_layer.k_state = (s.detach() for s in final)
+            self.store_state(cache_layer, final, in_place=False)
         y = (o / (z[..., None] + self.eps)).to(v.dtype)
         y = self.o_proj(y.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
         if not output_attentions:

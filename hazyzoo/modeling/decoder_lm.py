@@ -426,15 +426,18 @@ class HazyForCausalLM(HazyDecoderPreTrainedModel, GenerationMixin):
         return False
 
     # --- CUDA-graph decode -----------------------------------------------------------------
-    def enable_cuda_graph_decode(self, enabled: bool = True) -> None:
+    def enable_cuda_graph_decode(self, enabled: bool = True, compile: bool = False) -> None:
         """Replay single-token decode steps from a captured CUDA graph (CUDA, inference only).
 
         Decode steps of a deep hybrid are launch-bound at small and medium batch; the graph removes
         that overhead. Capture happens on the first decode step of each new cache (each
         ``generate`` call) and costs about two eager steps. Other calls run eagerly as before.
         Caches with layers that cannot be replayed (a growing key/value cache) run eagerly.
+        ``compile=True`` captures the ``torch.compile``d step instead (inductor fuses the
+        small per-layer ops; the first capture at each batch size compiles, which takes tens of
+        seconds at the 1.3B shapes).
         """
-        self._graph_decoder = CudaGraphDecoder(self) if enabled else None
+        self._graph_decoder = CudaGraphDecoder(self, compile=compile) if enabled else None
 
     def decode_step(
         self, input_ids: torch.LongTensor, position_ids: torch.LongTensor, cache: HazyCache

@@ -5,6 +5,9 @@ token prompt (``min_new_tokens`` forces the full length). Methods:
 
 - ``based`` / ``jrt``: BASED-1.3B and JRT-1.3B shapes (``from_preset``), ``generate`` with
   the zoo's fixed-size recurrent cache and CUDA-graph decode (``enable_cuda_graph_decode``).
+  Suffixes select options, e.g. ``based+bf16+compile``: ``+bf16`` keeps the linear-attention
+  state in bfloat16 (``linear_attention_state_dtype``), ``+compile`` captures inductor's
+  compiled step in the graph (``enable_cuda_graph_decode(compile=True)``).
 - ``llama``: a ~1.3B Llama (d 2048, 24 layers, SwiGLU 5504, tied head, BASED's vocabulary),
   SDPA and transformers' default dynamic cache.
 - ``llama-static``: the same with ``cache_implementation="static"``: transformers compiles
@@ -15,8 +18,10 @@ token prompt (``min_new_tokens`` forces the full length). Methods:
   image runs it.
 
 Every method runs the batch sizes in order and stops at its first out-of-memory, so its last
-row is its largest batch that fits. Reported: tokens/s (new tokens, prefill included, as a
-``generate`` user sees it), ms per decode step ((total - prefill) / (new - 1)), the
+row is its largest batch that fits. ``--prefill-chunk N`` passes ``prefill_chunk_size=N`` to
+every method's ``generate`` (the same for all: it bounds the prefill's activations, so large
+batches fit). Reported: tokens/s (new tokens, prefill included, as a ``generate`` user sees it),
+ms per decode step ((total - prefill) / (new - 1)) and the decode-only tokens/s it gives, the
 prefill seconds and peak memory. The decode-step floor is printed per batch: the bytes a step
 must move over 4.3 TB/s (weights once + each model's state/cache read and written once).
 
@@ -27,6 +32,7 @@ must move over 4.3 TB/s (weights once + each model's state/cache read and writte
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -76,36 +82,55 @@ def configs(dry_run: bool) -> dict[str, Any]:
     return {"based": based, "jrt": jrt, "llama": llama}
 
 
+ZOO = {"based": BasedForCausalLM, "jrt": JrtForCausalLM}
+OPTIONS = ("bf16", "compile")
+
+
+def parse_method(method: str) -> tuple[str, set[str]]:
+    """``"based+bf16+compile"`` -> ``("based", {"bf16", "compile"})``; options only on zoo
+    models."""
+    base, *options = method.split("+")
+    known = {*ZOO, "llama", "llama-static", "llama-flex"}
+    if base not in known or any(o not in OPTIONS for o in options) or (options and base not in ZOO):
+        raise SystemExit(f"unknown method {method!r}: a base of {sorted(known)} (zoo models "
+                         f"may add +{' +'.join(OPTIONS)})")  # fmt: skip
+    return base, set(options)
+
+
 def build(method: str, cfgs: dict[str, Any], device: str, dtype: torch.dtype) -> Any:
+    base, options = parse_method(method)
     torch.manual_seed(0)
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            if method == "based":
-                model = BasedForCausalLM(cfgs["based"])
-            elif method == "jrt":
-                model = JrtForCausalLM(cfgs["jrt"])
+            if base in ZOO:
+                config = cfgs[base]
+                if "bf16" in options:
+                    config = copy.deepcopy(config)
+                    config.linear_attention_state_dtype = "bfloat16"
+                model = ZOO[base](config)
             else:
-                attn = "flex_attention" if method == "llama-flex" else "sdpa"
+                attn = "flex_attention" if base == "llama-flex" else "sdpa"
                 model = LlamaForCausalLM._from_config(cfgs["llama"], attn_implementation=attn)
     finally:
         torch.set_default_dtype(default)
-    if method in ("based", "jrt") and device == "cuda":
-        model.enable_cuda_graph_decode()
+    if base in ZOO and device == "cuda":
+        model.enable_cuda_graph_decode(compile="compile" in options)
     return model.eval()
 
 
 def state_bytes(method: str, model: Any, batch: int, length: int, itemsize: int) -> float:
     """Bytes of recurrent state / KV cache a decode step reads (and, for a state, writes)."""
     cfg = model.config
-    if method in ("based", "jrt"):
+    if parse_method(method)[0] in ZOO:
         # a step reads and writes every layer's state: linear attention (F^2+F+1) x head_dim
-        # per head (float32, kv and k), the sliding-window ring (window x d x 2 in the dtype),
-        # the convolution tails (kernel x expanded width in the dtype)
+        # per head (kv in its dtype, k float32), the sliding-window ring (window x d x 2 in the
+        # dtype), the convolution tails (kernel x expanded width in the dtype)
         d, h, f = cfg.hidden_size, cfg.num_attention_heads, cfg.feature_dim
         feat = 1 + f + f * f
-        la = len(cfg.linear_attention_layers) * h * feat * (d // h + 1) * 4 * 2
+        kv_item = 2 if cfg.linear_attention_state_dtype != "float32" else 4
+        la = len(cfg.linear_attention_layers) * h * feat * (d // h * kv_item + 4) * 2
         sw = len(cfg.sliding_window_layers) * cfg.sliding_window * d * 2 * itemsize
         conv_layers = (
             cfg.num_hidden_layers
@@ -125,11 +150,21 @@ def dynamo_counts() -> tuple[int, int]:
     return sum(counters["stats"].values()), sum(counters["frames"].values())
 
 
-def run(method: str, model: Any, batch: int, prompt: int, new: int, device: str) -> dict:
+def run(
+    method: str,
+    model: Any,
+    batch: int,
+    prompt: int,
+    new: int,
+    device: str,
+    prefill_chunk: int | None = None,
+) -> dict:
     vocab = model.config.vocab_size
     g = torch.Generator(device="cpu").manual_seed(batch)
     ids = torch.randint(1, vocab, (batch, prompt), generator=g).to(device)
     kwargs: dict[str, Any] = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
+    if prefill_chunk:
+        kwargs["prefill_chunk_size"] = prefill_chunk
     if method == "llama-static":
         kwargs["cache_implementation"] = "static"
 
@@ -165,6 +200,7 @@ def run(method: str, model: Any, batch: int, prompt: int, new: int, device: str)
         "batch": batch,
         "tokens_per_s": batch * new / total,
         "ms_per_step": 1e3 * step,
+        "decode_tokens_per_s": batch / step if step > 0 else float("nan"),
         "prefill_s": prefill,
         "seconds": total,
         "peak_gib": peak,
@@ -182,6 +218,7 @@ def main() -> None:
     parser.add_argument("--llama-batches", type=int, nargs="+", default=[1, 64, 256, 512])
     parser.add_argument("--prompt", type=int, default=1024)
     parser.add_argument("--new", type=int, default=128)
+    parser.add_argument("--prefill-chunk", type=int, default=None)
     parser.add_argument("--out", default=None)
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
@@ -197,6 +234,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "prompt": args.prompt,
         "new_tokens": args.new,
+        "prefill_chunk_size": args.prefill_chunk,
         "runs": {},
     }
     print(f"torch {torch.__version__}, transformers {transformers.__version__}", flush=True)
@@ -210,11 +248,11 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         results["runs"][method] = {"parameters": params, "rows": []}
         print(f"{method}: {params / 1e9:.3f}B parameters", flush=True)
-        batches = args.batches if method in ("based", "jrt") else args.llama_batches
+        batches = args.batches if parse_method(method)[0] in ZOO else args.llama_batches
         for batch in batches:
             start = time.perf_counter()
             try:
-                row = run(method, model, batch, args.prompt, args.new, device)
+                row = run(method, model, batch, args.prompt, args.new, device, args.prefill_chunk)
             except torch.OutOfMemoryError:
                 row = {"batch": batch, "oom": True}
             except Exception as err:
@@ -232,18 +270,18 @@ def main() -> None:
         del model
         if device == "cuda":
             torch.cuda.empty_cache()
-    print(
-        f"\n{'method':>13} {'batch':>6} {'tok/s':>10} {'ms/step':>9} {'floor ms':>9} {'peak GiB':>9}"
-    )
+    print(f"\n{'method':>20} {'batch':>6} {'tok/s':>10} {'ms/step':>9} {'decode tok/s':>13} "
+          f"{'floor ms':>9} {'peak GiB':>9} {'prefill s':>9}")  # fmt: skip
     for method, run_ in results["runs"].items():
         for row in run_.get("rows", []):
             if "tokens_per_s" in row:
                 print(
-                    f"{method:>13} {row['batch']:>6} {row['tokens_per_s']:>10.0f} "
-                    f"{row['ms_per_step']:>9.2f} {row['floor_ms']:>9.2f} {row['peak_gib']:>9.1f}"
+                    f"{method:>20} {row['batch']:>6} {row['tokens_per_s']:>10.0f} "
+                    f"{row['ms_per_step']:>9.2f} {row['decode_tokens_per_s']:>13.0f} "
+                    f"{row['floor_ms']:>9.2f} {row['peak_gib']:>9.1f} {row['prefill_s']:>9.2f}"
                 )
             else:
-                print(f"{method:>13} {row['batch']:>6} {'OOM' if row.get('oom') else 'error':>10}")
+                print(f"{method:>20} {row['batch']:>6} {'OOM' if row.get('oom') else 'error':>10}")
 
 
 if __name__ == "__main__":

@@ -277,6 +277,9 @@ def main() -> None:
                         row = time_steps(model, variant, batch, args.prompt, args.steps, device)
                     except torch.OutOfMemoryError:
                         row = {"variant": variant, "batch": batch, "oom": True}
+                    except Exception as err:  # a variant that fails must not stop the others
+                        row = {"variant": variant, "batch": batch, "oom": True,
+                               "error": f"{type(err).__name__}: {str(err)[:400]}"}  # fmt: skip
                     row.update(model=name, state_dtype=state_dtype)
                     results["steps"].append(row)
                     print(json.dumps(row), flush=True)
@@ -307,15 +310,15 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             save()
     print(f"\n{'model':>6} {'state':>9} {'variant':>14} {'batch':>6} {'ms/step':>9} "
-          f"{'tok/s':>10} {'floor ms':>9} {'of floor':>9}")  # fmt: skip
+          f"{'tok/s':>10} {'floor ms':>9} {'of floor':>9} {'setup s':>8} {'GiB':>6}")  # fmt: skip
     for row in results["steps"]:
         if row.get("oom"):
             print(f"{row['model']:>6} {row['state_dtype']:>9} {row['variant']:>14} "
-                  f"{row['batch']:>6} {'OOM':>9}")  # fmt: skip
+                  f"{row['batch']:>6} {row.get('error', 'OOM')}")  # fmt: skip
             continue
         print(f"{row['model']:>6} {row['state_dtype']:>9} {row['variant']:>14} {row['batch']:>6} "
               f"{row['ms_per_step']:>9.3f} {row['tokens_per_s']:>10.0f} {row['floor_ms']:>9.3f} "
-              f"{row['of_floor']:>9.0%}")  # fmt: skip
+              f"{row['of_floor']:>9.0%} {row['setup_s']:>8.1f} {row['peak_gib']:>6.1f}")  # fmt: skip
     for row in results["profile"]:
         print(f"\nprofile {row['model']} batch {row['batch']} compiled={row['compiled']}: "
               f"{row['launches_per_step']:.0f} launches, {row['kernel_us_per_step']:.0f} us "

@@ -20,7 +20,9 @@
     then forward and forward+backward timings next to their HBM floors (inputs read and
     outputs written once: q, k, v, k_enc, v_enc, the fp32 o, z and prefix state; the backward
     also reads do, dz and the inputs again and writes the five gradients), and next to
-    ``taylor_linear_attention`` alone (BASED, no prefix) and the reference.
+    ``taylor_linear_attention`` alone (BASED, no prefix) and the reference. Both Triton ops run
+    what the package registers: the tiled kernels below ``chunked.CHUNKED_MIN_LENGTH`` tokens,
+    the chunked form from there on.
 
 Timings are medians of ``triton.testing.do_bench`` (ms). ``--dry-run`` runs every code path on
 the CPU under the Triton interpreter with tiny shapes (fp32 and fp16: the interpreter's bf16
@@ -65,6 +67,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from hazyzoo.kernels.linear_attention import (  # noqa: E402
+    chunked,
     parallel,
     recurrent,
     reference,
@@ -339,7 +342,7 @@ def check_prefix(dtypes: list[torch.dtype], length: int, prefix: int, batch: int
             torch.randn(*shape, PREFIX_DV, generator=gen, device=DEVICE),
             torch.randn(*shape, generator=gen, device=DEVICE),
         )
-        got = prefix_fwd_bwd(parallel.taylor_prefix_linear_attention_triton, tensors, grads)
+        got = prefix_fwd_bwd(chunked.taylor_prefix_linear_attention_triton, tensors, grads)
         want = prefix_fwd_bwd(reference.taylor_prefix_linear_attention_reference, tensors, grads)
         errs = [rel_err(a, b) for a, b in zip(got, want, strict=True)]
         name = str(dtype).removeprefix("torch.")
@@ -368,7 +371,7 @@ def time_prefix_shape(
     shape = (batch, ARGS.heads, length)
     grads = (torch.randn(*shape, dv, device=DEVICE), torch.randn(*shape, device=DEVICE))
     leaves = [t.clone().requires_grad_() for t in tensors[:5]]
-    triton_fn = parallel.taylor_prefix_linear_attention_triton
+    triton_fn = chunked.taylor_prefix_linear_attention_triton
 
     def fwd() -> object:
         with torch.no_grad():
@@ -379,7 +382,7 @@ def time_prefix_shape(
         return torch.autograd.grad((o, z), leaves, grads)
 
     def based_fwd_bwd() -> object:
-        o, z, _ = parallel.taylor_linear_attention_triton(*leaves[:3], key_mask)
+        o, z, _ = chunked.taylor_linear_attention_triton_by_length(*leaves[:3], key_mask)
         return torch.autograd.grad((o, z), leaves[:3], grads)
 
     row = [bench(fwd), bench(fwd_bwd), bench(based_fwd_bwd)]

@@ -11,8 +11,8 @@ heads, feature dim 16, head dim 1792 / 16 = 112), batch ``--batch``, L in ``--le
 
 * ``chunked``: :func:`hazyzoo.kernels.linear_attention.chunked.taylor_linear_attention_chunked`
   (one row per chunk size of ``--chunk-sizes``; ``default`` is ``default_chunk_size``),
-* ``parallel``: the tiled kernels (``chunked._tiled_linear_attention``: the parallel kernels,
-  plus the state kernel for the final state), i.e. what ran before the chunked form,
+* ``parallel``: the tiled kernels (``parallel.taylor_linear_attention_triton``: the parallel
+  kernels, plus the state kernel for the final state), what runs below the threshold,
 * ``reference``: the PyTorch reference (128-token chunks with state passing).
 
 1. Agreement first, at every length (batch 2, one row left-padded by 100 tokens, a random
@@ -76,7 +76,7 @@ if ARGS.dry_run:
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from hazyzoo.kernels.linear_attention import chunked, reference  # noqa: E402
+from hazyzoo.kernels.linear_attention import chunked, parallel, reference  # noqa: E402
 
 DEVICE = "cpu" if ARGS.dry_run else "cuda"
 if ARGS.dry_run:
@@ -112,15 +112,7 @@ def implementations() -> dict[str, Callable]:
             return chunked.taylor_linear_attention_chunked(*args, chunk_size=_size)
 
         impls[chunk_name(chunk)] = run_chunked
-    impls["parallel (tiled)"] = chunked._tiled_linear_attention
-    # what taylor_linear_attention ran from 4096 tokens before chunked.py: the tiled kernels
-    # per 1024-token chunk plus the state and readout kernels, composed in torch
-    from hazyzoo.kernels.linear_attention import parallel
-
-    def run_previous(*args):
-        return parallel._chunked_linear_attention(*args, parallel.CHUNK_SIZE)
-
-    impls[f"previous chunked C={parallel.CHUNK_SIZE}"] = run_previous
+    impls["parallel (tiled)"] = parallel.taylor_linear_attention_triton
     impls["reference"] = reference.taylor_linear_attention_reference
     return impls
 

@@ -257,9 +257,10 @@ def _mixer_row(
 def chunk_sweep(
     jrt: JrtConfig, length: int, batch: int, dtype: torch.dtype, repeats: int
 ) -> list[dict[str, Any]]:
-    """The prefix op at one length with each chunk size of the chunked form, and the tiled
-    quadratic form (chunk "none"), forward only: how the chunk size was chosen."""
-    from hazyzoo.kernels.linear_attention import parallel
+    """The prefix op at one length with each chunk size of the chunked form (forced at this
+    length whatever the threshold), and the tiled quadratic form (chunk "none"), forward only:
+    how the chunk size was chosen."""
+    from hazyzoo.kernels.linear_attention import chunked
 
     heads, f = jrt.num_attention_heads, jrt.feature_dim
     dv, prefix = jrt.hidden_size // heads, min(jrt.enc_length, length)
@@ -267,12 +268,13 @@ def chunk_sweep(
     ke = 0.5 * torch.randn(batch, heads, prefix, f, device="cuda", dtype=dtype)
     v = torch.randn(batch, heads, length, dv, device="cuda", dtype=dtype)
     ve = torch.randn(batch, heads, prefix, dv, device="cuda", dtype=dtype)
-    saved = parallel.CHUNK_SIZE, parallel.CHUNKED_MIN_LENGTH
+    saved = chunked.CHUNK_SIZE, chunked.CHUNKED_MIN_LENGTH
+    saved_form = os.environ.pop(chunked.FORM_ENV, None)  # by length: the constants decide
     rows = []
     try:
-        for chunk in (256, 512, 1024, 2048, None):
-            parallel.CHUNK_SIZE = chunk or saved[0]
-            parallel.CHUNKED_MIN_LENGTH = saved[1] if chunk else 1 << 40
+        for chunk in (128, 256, 512, 1024, None):
+            chunked.CHUNK_SIZE = chunk
+            chunked.CHUNKED_MIN_LENGTH = 0 if chunk else 1 << 40
             with torch.no_grad():
                 seconds = timed(
                     lambda: taylor_prefix_linear_attention(q, k, v, ke, ve), "cuda", repeats
@@ -280,7 +282,9 @@ def chunk_sweep(
             rows.append({"length": length, "batch": batch, "chunk": chunk, "seconds": seconds})
             print("chunk sweep", rows[-1], flush=True)
     finally:
-        parallel.CHUNK_SIZE, parallel.CHUNKED_MIN_LENGTH = saved
+        chunked.CHUNK_SIZE, chunked.CHUNKED_MIN_LENGTH = saved
+        if saved_form is not None:
+            os.environ[chunked.FORM_ENV] = saved_form
     return rows
 
 

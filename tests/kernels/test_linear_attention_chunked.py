@@ -1,8 +1,8 @@
 """The chunked (state-passing) Taylor attention: the Triton kernels (interpreted; see
 tests/kernels/conftest.py) against the chunked reference, forward and backward, at tiny shapes
 with small chunks (several chunks, a ragged last one, masks with left padding, an initial
-state); the dispatch between the tiled and the chunked form; and, on a GPU, the chunked form
-against the tiled kernels and the reference at a real size.
+state); the dispatch between the tiled and the chunked form (BASED's ops and JRT-RNN's prefix
+op); and, on a GPU, the chunked form against the tiled kernels and the reference at a real size.
 
 Tolerances: float32 results of float32 inputs within ``FP32_TOL`` (1e-4) of the reference
 computed in float64, relative to the largest reference value (the kernels typically agree to
@@ -197,6 +197,7 @@ def spied_forms(monkeypatch):
 
     for name, form in (
         ("taylor_linear_attention_chunked", "chunked"),
+        ("taylor_linear_attention_tiled", "parallel"),
         ("taylor_attention_parallel_triton", "parallel"),
     ):
         monkeypatch.setattr(chunked, name, spy(form, getattr(chunked, name)))
@@ -224,6 +225,30 @@ def test_dispatch_picks_form_by_length(monkeypatch, spied_forms, length, form, w
     got = la.taylor_attention_parallel(q, k, v, key_mask)
     assert spied_forms == [want]
     assert_all_close(got, ref.taylor_attention_parallel_reference(q, k, v, key_mask), ("o", "z"))
+
+
+@requires_triton
+@pytest.mark.parametrize(
+    ("length", "prefix", "form", "want"),
+    [(9, 4, None, "parallel"), (9, 12, None, "parallel"), (10, 4, None, "chunked"),
+     (13, 4, "parallel", "parallel"), (6, 4, "chunked", "chunked")],
+)  # fmt: skip
+def test_prefix_op_picks_form_by_length(monkeypatch, spied_forms, length, prefix, form, want):
+    """JRT-RNN's prefix op dispatches as BASED's: by the length of the causal sequence (the
+    prefix does not count), from the encoder state as the chunked or tiled form's initial
+    state."""
+    if form is not None:
+        monkeypatch.setenv(chunked.FORM_ENV, form)
+    q, k, v, key_mask = make_qkv(10, 1, 2, length, 2, 3, True)
+    k_enc, v_enc, enc_mask = make_qkv(11, 1, 2, prefix, 2, 3, True)[1:]
+    initial = make_state(12, 1, 2, 2, 3)
+    args = (q, k, v, k_enc, v_enc, key_mask, enc_mask, initial, True)
+    got = la.taylor_prefix_linear_attention(*args)
+    assert spied_forms == [want]
+    want_out = ref.taylor_prefix_linear_attention_reference(*args)
+    assert_all_close(
+        (*got[:2], *got[2]), (*want_out[:2], *want_out[2]), ("o", "z", "kv_state", "k_state")
+    )
 
 
 @requires_triton
@@ -270,7 +295,7 @@ def test_chunked_matches_tiled_and_reference_on_gpu(dtype):
     key_mask = torch.arange(length, device="cuda")[None, :] >= torch.tensor([[0], [37]]).cuda()
     initial = tuple(t.cuda() for t in make_state(1, batch, heads, feat, dv))
     got, final = run(chunked.taylor_linear_attention_chunked, q, k, v, key_mask, initial, True)
-    tiled, _ = run(chunked._tiled_linear_attention, q, k, v, key_mask, initial, True)
+    tiled, _ = run(parallel.taylor_linear_attention_triton, q, k, v, key_mask, initial, True)
     want, final_ref = run(
         ref.taylor_linear_attention_reference, q.float(), k.float(), v.float(), key_mask,
         initial, True,

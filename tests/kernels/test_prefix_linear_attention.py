@@ -24,7 +24,7 @@ from tests.kernels.conftest import (
 )
 
 if triton_available():  # the Triton modules import triton at the top
-    from hazyzoo.kernels.linear_attention import parallel, readout, state
+    from hazyzoo.kernels.linear_attention import chunked, parallel, readout, state
 
 # Tight bounds for float64 against float64 (only summation order differs).
 FP64_TOL = 1e-10
@@ -223,7 +223,7 @@ def test_triton_prefix_matches_reference(shape, with_state, output_final_state):
     initial = make_state(shape["seed"] + 2, *dims) if with_state else None
     extra = (initial, output_final_state)
     got, final = prefix_forward_backward(
-        parallel.taylor_prefix_linear_attention_triton, inputs, *extra
+        chunked.taylor_prefix_linear_attention_triton, inputs, *extra
     )
     want, final_ref = prefix_forward_backward(
         ref.taylor_prefix_linear_attention_reference, inputs, *extra
@@ -252,7 +252,7 @@ def test_triton_prefix_empty_sequence_and_masked_prefix():
     drop_all = torch.zeros(1, 5, dtype=torch.bool)
     inputs = (q, k, v, k_enc, v_enc, key_mask, drop_all)
     got, _ = prefix_forward_backward(
-        parallel.taylor_prefix_linear_attention_triton, inputs, None, False
+        chunked.taylor_prefix_linear_attention_triton, inputs, None, False
     )
     want = parallel.taylor_linear_attention_triton(q, k, v, key_mask)
     assert_all_close(got[:2], want[:2], ("o", "z"))
@@ -399,11 +399,21 @@ def test_bad_inputs_raise_naming_the_argument():
     [(16, False, False), (21, True, True), (40, True, False), (37, False, True)],
 )
 def test_triton_chunked_form_matches_reference(monkeypatch, length, masked, with_state):
-    """Long sequences run in chunks with state passing (small chunks here, so the interpreter
-    covers several chunks, a ragged last chunk, masks and an initial state), forward and
-    backward, with and without the prefix."""
-    monkeypatch.setattr(parallel, "CHUNK_SIZE", 8)
-    monkeypatch.setattr(parallel, "CHUNKED_MIN_LENGTH", 16)
+    """From CHUNKED_MIN_LENGTH tokens on the prefix op runs the chunked (state-passing) kernels
+    with the encoder state as their initial state (a small threshold and 8-token chunks here,
+    valid under the interpreter, so it covers several chunks, a ragged last chunk, masks and an
+    initial state), forward and backward, against the reference."""
+    monkeypatch.delenv(chunked.FORM_ENV, raising=False)
+    monkeypatch.setattr(chunked, "CHUNK_SIZE", 8)
+    monkeypatch.setattr(chunked, "CHUNKED_MIN_LENGTH", 16)
+    chunked_calls: list[int] = []
+    chunked_form = chunked.taylor_linear_attention_chunked
+
+    def spy(*args, **kwargs):
+        chunked_calls.append(args[0].shape[2])
+        return chunked_form(*args, **kwargs)
+
+    monkeypatch.setattr(chunked, "taylor_linear_attention_chunked", spy)
     q, k, v, key_mask = make_qkv(5, 2, 2, length, 4, 5, masked)
     k_enc, v_enc, enc_mask = make_enc(6, 2, 2, 6, 4, 5, masked)
     initial = make_state(7, 2, 2, 4, 5) if with_state else None
@@ -411,7 +421,7 @@ def test_triton_chunked_form_matches_reference(monkeypatch, length, masked, with
     upstream = None
     results = []
     for path in (
-        parallel.taylor_prefix_linear_attention_triton,
+        chunked.taylor_prefix_linear_attention_triton,
         ref.taylor_prefix_linear_attention_reference,
     ):
         leaves = [t.clone().requires_grad_(True) for t in inputs]
@@ -422,6 +432,7 @@ def test_triton_chunked_form_matches_reference(monkeypatch, length, masked, with
             upstream = (torch.randn(o.shape, generator=gen), torch.randn(z.shape, generator=gen))
         ((o * upstream[0]).sum() + (z * upstream[1]).sum()).backward()
         results.append([o, z, *final, *(t.grad for t in leaves)])
+    assert chunked_calls == [length], "the prefix op did not run the chunked form"
     names = ["o", "z", "kv_state", "k_state", "dq", "dk", "dv", "dk_enc", "dv_enc"]
     names += ["d kv_state0", "d k_state0"] if initial else []
     assert_all_close(*results, names)

@@ -36,13 +36,14 @@ differentiable), :mod:`.readout` (``phi(q) @ state`` and its backward), :mod:`.r
 decode step), :mod:`.common` (what those share). The Triton modules are imported only when
 triton imports.
 
-Tiled or chunked: on the Triton path, :func:`taylor_linear_attention` and
-:func:`taylor_attention_parallel` run the tiled kernels (every query tile visits every earlier
-key tile: cost quadratic in L) below ``chunked.CHUNKED_MIN_LENGTH`` tokens (8192) and the
-chunked form from there on (within a chunk the tiled kernel's steps, across chunks the state;
-cost linear in L). ``HAZYZOO_LINEAR_ATTENTION_FORM=parallel`` or ``=chunked`` forces one (for
-benchmarks and tests; ``auto``, the default, picks by length). The two forms give the same
-results up to float32 summation order.
+Tiled or chunked: on the Triton path, :func:`taylor_linear_attention`,
+:func:`taylor_attention_parallel` and :func:`taylor_prefix_linear_attention` (after reading the
+encoder state) run the tiled kernels (every query tile visits every earlier key tile: cost
+quadratic in L) below ``chunked.CHUNKED_MIN_LENGTH`` tokens (8192) and the chunked form from
+there on (within a chunk the tiled kernel's steps, across chunks the state; cost linear in L).
+``HAZYZOO_LINEAR_ATTENTION_FORM=parallel`` or ``=chunked`` forces one (for benchmarks and
+tests; ``auto``, the default, picks by length). The two forms give the same results up to
+float32 summation order.
 
 Key-mask semantics (everywhere): ``key_mask[b, s]`` nonzero / True keeps key ``s`` of batch
 row ``b``; zero / False drops it from every query's sum and from the state (left or right
@@ -102,8 +103,8 @@ if triton_available():
     from hazyzoo.kernels.linear_attention.chunked import (
         taylor_linear_attention_triton_by_length as taylor_linear_attention_triton,
     )
+    from hazyzoo.kernels.linear_attention.chunked import taylor_prefix_linear_attention_triton
     from hazyzoo.kernels.linear_attention.common import INTERPRETED as _INTERPRETED
-    from hazyzoo.kernels.linear_attention.parallel import taylor_prefix_linear_attention_triton
     from hazyzoo.kernels.linear_attention.recurrent import taylor_attention_step_triton
     from hazyzoo.kernels.linear_attention.state import taylor_attention_state_triton
 else:

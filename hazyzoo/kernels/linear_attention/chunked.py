@@ -43,7 +43,9 @@ the state accumulation rounds ``phi(k)`` to the input dtype for half inputs, as 
 
 Which form runs: :func:`taylor_linear_attention_triton_by_length` and
 :func:`taylor_attention_parallel_triton_by_length` (what the package registers as the Triton
-paths) pick the chunked form from :data:`CHUNKED_MIN_LENGTH` tokens on and the tiled form below;
+paths) pick the chunked form from :data:`CHUNKED_MIN_LENGTH` tokens on and the tiled form of
+:mod:`.parallel` below; :func:`taylor_prefix_linear_attention_triton` (JRT-RNN's prefix op)
+reads the encoder state and then goes through the first, so it dispatches the same way.
 ``HAZYZOO_LINEAR_ATTENTION_FORM=parallel`` or ``=chunked`` forces one (benchmarks, tests).
 """
 
@@ -73,9 +75,11 @@ from hazyzoo.kernels.linear_attention.parallel import (
     _fwd_block,
     taylor_attention_parallel_triton,
 )
-from hazyzoo.kernels.linear_attention.readout import state_readout_triton
+from hazyzoo.kernels.linear_attention.parallel import (
+    taylor_linear_attention_triton as taylor_linear_attention_tiled,
+)
 from hazyzoo.kernels.linear_attention.reference import taylor_feature_dim
-from hazyzoo.kernels.linear_attention.state import state_forward
+from hazyzoo.kernels.linear_attention.state import taylor_attention_state_triton
 
 __all__ = [
     "CHUNKED_MIN_LENGTH",
@@ -86,19 +90,21 @@ __all__ = [
     "taylor_attention_parallel_triton_by_length",
     "taylor_linear_attention_chunked",
     "taylor_linear_attention_triton_by_length",
+    "taylor_prefix_linear_attention_triton",
 ]
 
-# From this many tokens on, the Triton paths of taylor_linear_attention and
-# taylor_attention_parallel run the chunked form; below it, the tiled kernels. Per token and
-# head, causal attention over L keys costs the tiled form ~L/2 (F + Dv) multiply-adds; the
-# chunked form ~C/2 (F + Dv) within the chunk plus ~2 (1+F+F^2) Dv for the chunk state and its
-# readout, which run at about half the rate (float32 states, TF32 dots) and move the states
-# through memory. Measured on an H200 at BASED-1.3B's shape (B 4, H 16, F 16, Dv 112, bf16,
-# C 256; benchmarks/RESULTS.md): the chunked form is 0.54x the tiled kernels at 4096 tokens
-# (forward and forward+backward) and 1.30x (forward) / 1.84x (forward+backward) at 16384;
-# interpolating the tiled form's quadratic and the chunked form's linear cost puts them even
-# near 8192, hence the threshold. benchmarks/linear_attention_chunked.py measures both forms
-# to move it. Read at every call, so tests and benchmarks may set it.
+# From this many tokens on, the Triton paths of taylor_linear_attention,
+# taylor_attention_parallel and taylor_prefix_linear_attention run the chunked form; below it,
+# the tiled kernels. Per token and head, causal attention over L keys costs the tiled form
+# ~L/2 (F + Dv) multiply-adds; the chunked form ~C/2 (F + Dv) within the chunk plus
+# ~2 (1+F+F^2) Dv for the chunk state and its readout, which run at about half the rate
+# (float32 states, TF32 dots) and move the states through memory. Measured on an H200 at
+# BASED-1.3B's shape (B 4, H 16, F 16, Dv 112, bf16, C 256; benchmarks/RESULTS.md): the chunked
+# form is 0.54x the tiled kernels at 4096 tokens (forward and forward+backward) and 1.30x
+# (forward) / 1.84x (forward+backward) at 16384; interpolating the tiled form's quadratic and
+# the chunked form's linear cost puts them even near 8192, hence the threshold.
+# benchmarks/linear_attention_chunked.py measures both forms to move it. Read at every call, so
+# tests and benchmarks may set it.
 CHUNKED_MIN_LENGTH = 8192
 
 # Chunk size of the chunked form when the caller gives none; None means default_chunk_size.
@@ -905,30 +911,6 @@ def taylor_linear_attention_chunked(
 # --------------------------------------------------------------------------------------------
 
 
-def _tiled_linear_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    key_mask: Tensor | None,
-    initial_state: tuple[Tensor, Tensor] | None,
-    output_final_state: bool,
-) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
-    """The tiled form at any length: the parallel kernels, the readout of the initial state,
-    the final state by the state kernel under ``no_grad``."""
-    o, z = taylor_attention_parallel_triton(q, k, v, key_mask)
-    if initial_state is not None:
-        o_past, z_past = state_readout_triton(q, *initial_state)
-        o, z = o + o_past, z + z_past
-    if not output_final_state:
-        return o, z, None
-    with torch.no_grad():
-        kv_state, k_state = state_forward(k, v, key_mask)
-        if initial_state is not None:
-            kv_state.add_(initial_state[0])
-            k_state.add_(initial_state[1])
-    return o, z, (kv_state, k_state)
-
-
 def taylor_linear_attention_triton_by_length(
     q: Tensor,
     k: Tensor,
@@ -939,11 +921,11 @@ def taylor_linear_attention_triton_by_length(
 ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
     """Triton path of ``taylor_linear_attention``: :func:`taylor_linear_attention_chunked`
     when :func:`attention_form` says ``chunked`` (from :data:`CHUNKED_MIN_LENGTH` tokens),
-    else the tiled kernels. Gradients as documented there (the final state has none)."""
+    else the tiled form (:func:`.parallel.taylor_linear_attention_triton`). Gradients as
+    documented there (the final state has none)."""
     if attention_form(q.shape[2]) == "chunked":
         return taylor_linear_attention_chunked(q, k, v, key_mask, initial_state, output_final_state)
-    check_triton_feature_dim(q.shape[-1])
-    return _tiled_linear_attention(q, k, v, key_mask, initial_state, output_final_state)
+    return taylor_linear_attention_tiled(q, k, v, key_mask, initial_state, output_final_state)
 
 
 def taylor_attention_parallel_triton_by_length(
@@ -955,3 +937,27 @@ def taylor_attention_parallel_triton_by_length(
         o, z, _ = taylor_linear_attention_chunked(q, k, v, key_mask)
         return o, z
     return taylor_attention_parallel_triton(q, k, v, key_mask)
+
+
+def taylor_prefix_linear_attention_triton(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_enc: Tensor,
+    v_enc: Tensor,
+    key_mask: Tensor | None = None,
+    enc_mask: Tensor | None = None,
+    initial_state: tuple[Tensor, Tensor] | None = None,
+    output_final_state: bool = False,
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    """Triton path of ``taylor_prefix_linear_attention``: the differentiable state kernel over
+    the encoder keys (plus the initial state), then
+    :func:`taylor_linear_attention_triton_by_length` from that state (chunked or tiled by
+    length, as BASED's op). o and z are differentiable w.r.t. every tensor input; the final
+    state is not (as there)."""
+    kv_enc, ks_enc = taylor_attention_state_triton(k_enc, v_enc, enc_mask)
+    if initial_state is not None:
+        kv_enc, ks_enc = kv_enc + initial_state[0], ks_enc + initial_state[1]
+    return taylor_linear_attention_triton_by_length(
+        q, k, v, key_mask, (kv_enc, ks_enc), output_final_state
+    )

@@ -8,6 +8,11 @@ feature map (or ``A``) to memory; the backward recomputes ``A`` from q and k.
 initial state is the readout kernel of :mod:`.readout` (differentiable w.r.t. q and the state),
 the final state comes from the state kernel of :mod:`.state` under ``no_grad`` (not
 differentiable).
+
+Everything here is the tiled form at any length (cost quadratic in L). Which form runs is
+decided in :mod:`.chunked`: its ``*_by_length`` functions (what the package registers, for the
+prefix op of JRT-RNN too) call these below ``chunked.CHUNKED_MIN_LENGTH`` tokens and the
+chunked (state-passing) kernels from there on.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from hazyzoo.kernels.linear_attention.common import (
     mask_arg,
 )
 from hazyzoo.kernels.linear_attention.readout import state_readout_triton
-from hazyzoo.kernels.linear_attention.state import state_forward, taylor_attention_state_triton
+from hazyzoo.kernels.linear_attention.state import state_forward
 
 # Forward and dq: BLOCK_M (queries) a multiple of BLOCK_N (keys); dk/dv: BLOCK_N a multiple
 # of BLOCK_M. The diagonal blocks then line up. Tiles checked to compile for sm_90 without
@@ -452,72 +457,6 @@ def taylor_attention_parallel_triton(
     return _TaylorAttentionParallel.apply(q, k, v, None if key_mask is None else mask)
 
 
-# Sequences of at least CHUNKED_MIN_LENGTH tokens run in the chunked (state-passing) form with
-# chunks of CHUNK_SIZE tokens: the tiled quadratic form costs ~L/2 * (2F + 2Dv) FLOPs per token,
-# the chunked one ~C/2 * (2F + 2Dv) within a chunk plus ~4 (1+F+F^2) Dv for the chunk's state
-# and its readout, so from a few thousand tokens on the chunked form does less work (at F=16,
-# Dv=112 they break even near L = 2C). Module constants, so benchmarks can sweep them.
-CHUNK_SIZE = 1024
-CHUNKED_MIN_LENGTH = 4096
-
-
-def _split_chunks(x: Tensor, chunks: int, size: int) -> Tensor:
-    """``[B, H, L, D]`` -> ``[B * chunks, H, size, D]``, zero-padded at the end."""
-    batch, heads, length, dim = x.shape
-    if chunks * size != length:
-        x = torch.nn.functional.pad(x, (0, 0, 0, chunks * size - length))
-    return x.view(batch, heads, chunks, size, dim).transpose(1, 2).reshape(-1, heads, size, dim)
-
-
-def _merge_chunks(x: Tensor, batch: int, length: int) -> Tensor:
-    """Inverse of :func:`_split_chunks` for ``[B * chunks, H, size(, D)]`` outputs."""
-    chunks, heads, size = x.shape[0] // batch, x.shape[1], x.shape[2]
-    x = x.view(batch, chunks, heads, size, *x.shape[3:]).transpose(1, 2)
-    return x.reshape(batch, heads, chunks * size, *x.shape[4:])[:, :, :length]
-
-
-def _chunked_linear_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    key_mask: Tensor | None,
-    initial_state: tuple[Tensor, Tensor] | None,
-    output_final_state: bool,
-    size: int,
-) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
-    """The chunked form: every chunk at once through the parallel kernel (causal within the
-    chunk), each chunk's state by the state kernel, exclusive prefix sums of those states (plus
-    the initial state) read out by each chunk's queries. Differentiable like the tiled form."""
-    batch, length = q.shape[0], q.shape[2]
-    chunks = triton.cdiv(length, size)
-    mask = None
-    if key_mask is not None or chunks * size != length:
-        keep = torch.ones(batch, length, dtype=torch.bool, device=q.device)
-        if key_mask is not None:
-            keep = key_mask.to(device=q.device, dtype=torch.bool)
-        mask = torch.nn.functional.pad(keep, (0, chunks * size - length)).view(-1, size)
-    qc, kc, vc = (_split_chunks(t, chunks, size) for t in (q, k, v))
-    o, z = taylor_attention_parallel_triton(qc, kc, vc, mask)
-    kv_c, ks_c = taylor_attention_state_triton(kc, vc, mask)
-    kv_c = kv_c.view(batch, chunks, *kv_c.shape[1:])
-    ks_c = ks_c.view(batch, chunks, *ks_c.shape[1:])
-    kv_prev = torch.cat([torch.zeros_like(kv_c[:, :1]), kv_c[:, :-1].cumsum(1)], dim=1)
-    ks_prev = torch.cat([torch.zeros_like(ks_c[:, :1]), ks_c[:, :-1].cumsum(1)], dim=1)
-    if initial_state is not None:
-        kv_prev = kv_prev + initial_state[0][:, None]
-        ks_prev = ks_prev + initial_state[1][:, None]
-    o_past, z_past = state_readout_triton(qc, kv_prev.flatten(0, 1), ks_prev.flatten(0, 1))
-    o, z = _merge_chunks(o + o_past, batch, length), _merge_chunks(z + z_past, batch, length)
-    if not output_final_state:
-        return o, z, None
-    with torch.no_grad():
-        kv_state, k_state = kv_c.sum(1), ks_c.sum(1)
-        if initial_state is not None:
-            kv_state.add_(initial_state[0])
-            k_state.add_(initial_state[1])
-    return o, z, (kv_state.detach(), k_state.detach())
-
-
 def taylor_linear_attention_triton(
     q: Tensor,
     k: Tensor,
@@ -526,19 +465,16 @@ def taylor_linear_attention_triton(
     initial_state: tuple[Tensor, Tensor] | None = None,
     output_final_state: bool = False,
 ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
-    """Triton path of ``taylor_linear_attention``.
+    """The tiled form of ``taylor_linear_attention``'s Triton path, at any length.
 
     ``o, z``: the parallel kernels (gradients w.r.t. q, k, v) plus, with an initial state, its
-    readout ``phi(q) @ state`` by the readout kernel (gradients w.r.t. q and the state); from
-    :data:`CHUNKED_MIN_LENGTH` tokens on, the chunked form (:func:`_chunked_linear_attention`).
-    The final state: the state kernel under ``no_grad`` plus the initial state, as new tensors
-    without autograd history.
+    readout ``phi(q) @ state`` by the readout kernel (gradients w.r.t. q and the state). The
+    final state: the state kernel under ``no_grad`` plus the initial state, as new tensors
+    without autograd history. The package registers
+    :func:`.chunked.taylor_linear_attention_triton_by_length`, which calls this below
+    ``chunked.CHUNKED_MIN_LENGTH`` tokens and the chunked form from there on.
     """
     check_triton_feature_dim(q.shape[-1])
-    if q.shape[2] >= CHUNKED_MIN_LENGTH and q.shape[0] * q.shape[1] > 0:
-        return _chunked_linear_attention(
-            q, k, v, key_mask, initial_state, output_final_state, CHUNK_SIZE
-        )
     o, z = taylor_attention_parallel_triton(q, k, v, key_mask)
     if initial_state is not None:
         o_past, z_past = state_readout_triton(q, *initial_state)
@@ -551,24 +487,3 @@ def taylor_linear_attention_triton(
             kv_state.add_(initial_state[0])
             k_state.add_(initial_state[1])
     return o, z, (kv_state, k_state)
-
-
-def taylor_prefix_linear_attention_triton(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    k_enc: Tensor,
-    v_enc: Tensor,
-    key_mask: Tensor | None = None,
-    enc_mask: Tensor | None = None,
-    initial_state: tuple[Tensor, Tensor] | None = None,
-    output_final_state: bool = False,
-) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
-    """Triton path of ``taylor_prefix_linear_attention``: the differentiable state kernel over
-    the encoder keys (plus the initial state), then :func:`taylor_linear_attention_triton`
-    from that state. o and z are differentiable w.r.t. every tensor input; the final state is
-    not (as there)."""
-    kv_enc, ks_enc = taylor_attention_state_triton(k_enc, v_enc, enc_mask)
-    if initial_state is not None:
-        kv_enc, ks_enc = kv_enc + initial_state[0], ks_enc + initial_state[1]
-    return taylor_linear_attention_triton(q, k, v, key_mask, (kv_enc, ks_enc), output_final_state)

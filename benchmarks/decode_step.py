@@ -22,6 +22,8 @@ Three measurements, one CUDA GPU, random bf16 weights at the BASED-1.3B / JRT-1.
 
     python benchmarks/decode_step.py --out decode.json
     python benchmarks/decode_step.py --dry-run       # tiny shapes on the CPU (eager only)
+    python benchmarks/decode_step.py --cpu --parts error --preset based=based-360m \
+        --preset jrt=jrt-360m --error-batch 2 --error-prompt 256   # the precision check, CPU
 """
 
 from __future__ import annotations
@@ -44,9 +46,14 @@ MODELS = {"based": (BasedConfig, BasedForCausalLM, "based-1.3b"),
           "jrt": (JrtConfig, JrtForCausalLM, "jrt-1.3b")}  # fmt: skip
 
 
+PRESETS = {name: preset for name, (_, _, preset) in MODELS.items()}
+
+
 def build(name: str, state_dtype: str, device: str, dtype: torch.dtype, dry_run: bool) -> Any:
-    """The model ``name`` (seed 0: the same weights for every state dtype)."""
-    config_class, model_class, preset = MODELS[name]
+    """The model ``name`` at ``PRESETS[name]`` (seed 0: the same weights for every state
+    dtype)."""
+    config_class, model_class, _ = MODELS[name]
+    preset = PRESETS[name]
     common = dict(pad_token_id=0, eos_token_id=None, bos_token_id=None)
     common["linear_attention_state_dtype"] = state_dtype
     if dry_run:
@@ -187,7 +194,7 @@ def state_error(
 ) -> dict[str, Any]:
     """Logit differences of bf16 / fp16 linear-attention states against the float32 state."""
     g = torch.Generator(device="cpu").manual_seed(7)
-    vocab = MODELS[name][0].from_preset(MODELS[name][2]).vocab_size if not kw["dry_run"] else 128
+    vocab = MODELS[name][0].from_preset(PRESETS[name]).vocab_size if not kw["dry_run"] else 128
     ids = torch.randint(1, vocab, (batch, prompt + steps), generator=g).to(device)
     logits: dict[str, list[torch.Tensor]] = {}
     for state_dtype in ("float32", "bfloat16", "float16"):
@@ -238,11 +245,23 @@ def main() -> None:
     parser.add_argument("--error-batch", type=int, default=8)
     parser.add_argument("--error-prompt", type=int, default=1024)
     parser.add_argument("--parts", nargs="+", default=["steps", "profile", "error"])
+    parser.add_argument("--preset", action="append", default=[], metavar="MODEL=PRESET",
+                        help="another size, e.g. based=based-360m (repeatable)")  # fmt: skip
+    parser.add_argument("--cpu", action="store_true",
+                        help="run on the CPU with float32 weights (eager steps; for --parts "
+                        "error where no GPU is at hand)")  # fmt: skip
     parser.add_argument("--out", default=None)
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
-    device = "cpu" if args.dry_run else "cuda"
-    dtype = torch.float32 if args.dry_run else torch.bfloat16
+    for item in args.preset:
+        name, _, preset = item.partition("=")
+        if name not in MODELS or not preset:
+            raise SystemExit(f"--preset wants MODEL=PRESET with MODEL in {sorted(MODELS)}")
+        PRESETS[name] = preset
+    device = "cpu" if args.dry_run or args.cpu else "cuda"
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    if args.cpu:
+        args.variants = ["eager"]
     if args.dry_run:
         args.variants = ["eager"]
         args.batches, args.profile_batches, args.prompt, args.steps = [1, 2], [], 8, 3

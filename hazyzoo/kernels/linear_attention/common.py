@@ -100,10 +100,12 @@ def feature_index(r, F, D_PHI):
 
 @triton.jit
 def feature_values(xa, xb, is_const, is_lin, c1, c2):
-    """``phi`` rows from the gathered coordinates (fp32): 1, ``x c1`` or ``x_i x_j c2``."""
+    """``phi`` rows from the gathered coordinates (fp32): 1, ``x c1`` or ``x_i x_j c2``.
+    Cast back to fp32: under inductor the float scalars ``c1, c2`` arrive as fp64, which would
+    make every accumulator built from ``phi`` fp64 (a loop-carried type error)."""
     xa = xa.to(tl.float32)
     xb = xb.to(tl.float32)
-    return tl.where(is_const, 1.0, tl.where(is_lin, xa * c1, xa * xb * c2))
+    return tl.where(is_const, 1.0, tl.where(is_lin, xa * c1, xa * xb * c2)).to(tl.float32)
 
 
 def feature_scales(feat: int) -> tuple[float, float]:

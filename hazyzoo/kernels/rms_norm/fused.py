@@ -63,7 +63,8 @@ def _rms_norm_fwd_kernel(
     x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0)
     x = x.to(tl.float32)
     w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
-    rstd = tl.rsqrt(tl.sum(x * x, axis=1) / D + eps)
+    # float32 whatever type the float eps gets (inductor passes fp64)
+    rstd = tl.rsqrt((tl.sum(x * x, axis=1) / D + eps).to(tl.float32))
     y = x * rstd[:, None] * w[None, :]
     tl.store(Y + rows64[:, None] * D + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
     tl.store(RSTD + rows, rstd, mask=row_ok)

@@ -15,7 +15,9 @@ Three measurements, one CUDA GPU, random bf16 weights at the BASED-1.3B / JRT-1.
    three compiled steps: kernel launches per step, GPU kernel time per step and the kernels that
    take most of it.
 3. **Precision of a reduced-precision state** (``--error-steps``): the same weights with a
-   float32, a bfloat16 and a float16 linear-attention state, fed the same random tokens
+   float32, a bfloat16 and a float16 linear-attention state (and the float32 state perturbed by
+   1e-6 relative after the prefill, the model's own noise floor; ``--error-weights float32``
+   removes the bf16 activations' share of it), fed the same random tokens
    (teacher forcing, so the sequences cannot diverge) for ``--error-steps`` decode steps after
    the prompt; reported per checkpoint step: max |logit difference| over batch and vocabulary,
    the relative difference ``||dl|| / ||l||`` and the share of rows whose argmax agrees.
@@ -189,15 +191,22 @@ def profile_steps(model: Any, batch: int, prompt: int, compiled: bool) -> dict[s
     }
 
 
+ERROR_VARIANTS = ("float32", "float32+jitter", "bfloat16", "float16")
+
+
 def state_error(
     name: str, batch: int, prompt: int, steps: int, checkpoints: list[int], device: str, **kw: Any
 ) -> dict[str, Any]:
-    """Logit differences of bf16 / fp16 linear-attention states against the float32 state."""
+    """Logit differences of bf16 / fp16 linear-attention states against the float32 state,
+    and a control: the float32 state with a relative perturbation of 1e-6 after the prefill
+    (far below any half-precision rounding), which shows how much of a difference the model
+    itself amplifies any tiny change of its state into (its noise floor at these weights)."""
     g = torch.Generator(device="cpu").manual_seed(7)
     vocab = MODELS[name][0].from_preset(PRESETS[name]).vocab_size if not kw["dry_run"] else 128
     ids = torch.randint(1, vocab, (batch, prompt + steps), generator=g).to(device)
     logits: dict[str, list[torch.Tensor]] = {}
-    for state_dtype in ("float32", "bfloat16", "float16"):
+    for variant in ERROR_VARIANTS:
+        state_dtype = variant.removesuffix("+jitter")
         model = build(name, state_dtype, device, kw["dtype"], kw["dry_run"])
         if device == "cuda":
             model.enable_cuda_graph_decode()
@@ -205,11 +214,18 @@ def state_error(
         kept = []
         with torch.no_grad():
             out = model(input_ids=ids[:, :prompt], cache=cache, use_cache=True)
+            if variant.endswith("+jitter"):
+                jitter = torch.Generator(device=device).manual_seed(3)
+                for layer in cache.layers:
+                    kv = getattr(layer, "kv_state", None)
+                    if kv is not None:
+                        noise = torch.randn(kv.shape, generator=jitter, device=device)
+                        kv.mul_(1 + 1e-6 * noise)
             for t in range(steps):
                 out = model(input_ids=ids[:, prompt + t : prompt + t + 1], cache=cache)
                 if t + 1 in checkpoints:
                     kept.append(out.logits[:, -1].float().cpu())
-        logits[state_dtype] = kept
+        logits[variant] = kept
         del model, cache
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -217,10 +233,10 @@ def state_error(
     for i, step in enumerate(checkpoints):
         ref = logits["float32"][i]
         row: dict[str, Any] = {"step": step, "logit_abs_max": ref.abs().max().item()}
-        for state_dtype in ("bfloat16", "float16"):
-            got = logits[state_dtype][i]
+        for variant in ERROR_VARIANTS[1:]:
+            got = logits[variant][i]
             diff = got - ref
-            row[state_dtype] = {
+            row[variant] = {
                 "max_abs": diff.abs().max().item(),
                 "rel": (diff.norm() / ref.norm()).item(),
                 "argmax_agree": (got.argmax(-1) == ref.argmax(-1)).float().mean().item(),
@@ -244,6 +260,8 @@ def main() -> None:
     parser.add_argument("--error-steps", type=int, default=1024)
     parser.add_argument("--error-batch", type=int, default=8)
     parser.add_argument("--error-prompt", type=int, default=1024)
+    parser.add_argument("--error-weights", choices=["bfloat16", "float32"], default=None,
+                        help="weights dtype of the precision check (default: the run's)")  # fmt: skip
     parser.add_argument("--parts", nargs="+", default=["steps", "profile", "error"])
     parser.add_argument("--preset", action="append", default=[], metavar="MODEL=PRESET",
                         help="another size, e.g. based=based-360m (repeatable)")  # fmt: skip
@@ -324,7 +342,10 @@ def main() -> None:
             checkpoints = sorted({1, 16, 64, 256, 512, args.error_steps} & set(
                 range(1, args.error_steps + 1)))  # fmt: skip
             row = state_error(name, args.error_batch, args.error_prompt, args.error_steps,
-                              checkpoints, device, dtype=dtype, dry_run=args.dry_run)  # fmt: skip
+                              checkpoints, device, dry_run=args.dry_run,
+                              dtype=getattr(torch, args.error_weights or "") if args.error_weights
+                              else dtype)  # fmt: skip
+            row["weights_dtype"] = args.error_weights or str(dtype).removeprefix("torch.")
             results["error"].append(row)
             print(json.dumps(row), flush=True)
             save()
@@ -345,10 +366,11 @@ def main() -> None:
         for k in row["top"][:8]:
             print(f"  {k['us_per_step']:>9.1f} us {k['per_step']:>5.0f}x  {k['kernel']}")
     for run_ in results["error"]:
-        print(f"\nstate precision, {run_['model']}, batch {run_['batch']}, prompt {run_['prompt']}")
+        print(f"\nstate precision, {run_['model']}, {run_['weights_dtype']} weights, batch "
+              f"{run_['batch']}, prompt {run_['prompt']}")  # fmt: skip
         for row in run_["rows"]:
             parts = [f"step {row['step']:>5} |l|max {row['logit_abs_max']:.2f}"]
-            for sd in ("bfloat16", "float16"):
+            for sd in ERROR_VARIANTS[1:]:
                 e = row[sd]
                 parts.append(f"{sd}: max {e['max_abs']:.2e} rel {e['rel']:.2e} "
                              f"agree {e['argmax_agree']:.3f}")  # fmt: skip

@@ -43,12 +43,17 @@ and counted. Batches are padded on the right to their longest example.
 ``epoch``) plus, from :class:`TokenThroughputCallback`, ``tokens_seen`` (non-padding input tokens
 of every training forward pass, summed over all processes, continued across ``--resume``) and
 ``train_tokens_per_second`` (tokens seen in this run over the wall-clock seconds since this
-run's training began).
+run's training began). The GPU memory peak is not logged per step: it is in
+``train_results.json`` (``peak_memory_gib``, see Outputs) and the final summary line.
 
 **Outputs** in ``--output-dir``: ``checkpoint-<step>/`` every ``--save-steps`` (``0``: none), the
 final model (``save_pretrained``) and tokenizer, ``trainer_state.json`` (with ``log_history``)
-and ``train_results.json``. With ``--lora`` the final save is the adapter only
-(``adapter_config.json``, ``adapter_model.safetensors``); reload it with::
+and ``train_results.json``. The latter records ``peak_memory_gib``: the largest
+``torch.cuda.max_memory_allocated()`` of any process, in GiB (gathered with an ``all_reduce``
+MAX when distributed), from the process's start to the end of training (checkpoint saves and
+evaluation included, the final save not); ``None`` when training ran on the CPU. With
+``--lora`` the final save is the adapter only (``adapter_config.json``,
+``adapter_model.safetensors``); reload it with::
 
     base = AutoModelForCausalLM.from_pretrained(BASE)     # the model it was trained on
     model = peft.PeftModel.from_pretrained(base, OUTPUT_DIR)
@@ -90,6 +95,7 @@ __all__ = [
     "load_tokenizer",
     "main",
     "parse_key_values",
+    "peak_memory_gib",
     "prepare_dataset",
     "run_from_args",
     "tokenize_batch",
@@ -714,6 +720,21 @@ class TokenThroughputCallback(TrainerCallback):
             state.log_history[-1].update(extra)
 
 
+def peak_memory_gib(device: torch.device | str) -> float | None:
+    """``torch.cuda.max_memory_allocated(device)`` in GiB, the max over all processes when
+    ``torch.distributed`` is initialized (a collective: every rank must call it); ``None`` when
+    ``device`` is not a CUDA device (then no collective runs, as every rank is on the CPU)."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    peak = torch.tensor(
+        float(torch.cuda.max_memory_allocated(device)), dtype=torch.float64, device=device
+    )
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
+    return round(peak.item() / 2**30, 3)
+
+
 # --------------------------------------------------------------------------------------------
 # training
 
@@ -900,6 +921,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     metrics = dict(output.metrics)
     if eval_data is not None:
         metrics.update(trainer.evaluate())
+    peak_gib = peak_memory_gib(args.device)
 
     # Trainer sets config.use_cache to TrainingArguments.use_cache; save what the model had.
     base_config = _unwrap(model).config
@@ -920,6 +942,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "lora": config.lora,
         "base_model_dir": str(base_dir) if base_dir else None,
         "tokens_seen": throughput.tokens_seen,
+        "peak_memory_gib": peak_gib,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "metrics": metrics,
@@ -1109,6 +1132,11 @@ def run_from_args(args: argparse.Namespace) -> int:
             f"{m.get('train_loss', float('nan')):.4f}, last logged loss "
             f"{'n/a' if loss is None else f'{loss:.4f}'}, {results['tokens_seen']:,} tokens"
             + (f", eval_loss {m['eval_loss']:.4f}" if "eval_loss" in m else "")
+            + (
+                f", peak GPU memory {results['peak_memory_gib']:.2f} GiB"
+                if results.get("peak_memory_gib") is not None
+                else ""
+            )
         )
     return 0
 

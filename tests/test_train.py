@@ -168,6 +168,12 @@ def test_pretokenized_ids_outside_the_vocabulary_are_an_error():
     assert out["labels"] == [[1, 2]] and out["num_tokens"] == [3]
 
 
+def test_peak_memory_is_none_off_cuda():
+    from hazyzoo.train import peak_memory_gib
+
+    assert peak_memory_gib("cpu") is None and peak_memory_gib(torch.device("cpu")) is None
+
+
 def test_parse_key_values():
     assert parse_key_values(["a=1", "b=x", "c=[1, 2]", "d=true"], "--f") == {
         "a": 1,
@@ -207,6 +213,11 @@ def test_train_loss_falls_reports_truncation_and_saves(assets, tmp_path, capsys)
     saved = json.loads((out / "train_results.json").read_text())
     assert saved["global_step"] == 60 and saved["data"]["train"]["truncated_examples"] == 64
     assert saved["tokens_seen"] == 60 * 64 and "train_loss" in saved["metrics"]
+    # GPU memory peak: recorded on CUDA, None (not 0, not missing) on a CPU-only run
+    if torch.cuda.is_available():
+        assert saved["peak_memory_gib"] > 0
+    else:
+        assert "peak_memory_gib" in saved and saved["peak_memory_gib"] is None
     model = AutoModelForCausalLM.from_pretrained(out)
     assert type(model).__name__ == "BasedForCausalLM"
     assert json.loads((out / "config.json").read_text())["use_cache"] is True
@@ -326,6 +337,7 @@ def test_accelerate_launch_two_processes(assets, tmp_path):
     assert "2 process(es)" in proc.stdout
     results = json.loads((out / "train_results.json").read_text())
     assert results["world_size"] == 2 and results["global_step"] == 12
+    assert "peak_memory_gib" in results and results["peak_memory_gib"] is None  # CPU (gloo)
     # 2 processes x 4 examples x 36 tokens per step
     assert results["tokens_seen"] == 12 * 2 * 4 * COOKBOOK_TOKENS
     state = json.loads((out / "trainer_state.json").read_text())

@@ -437,6 +437,11 @@ class HazyForCausalLM(HazyDecoderPreTrainedModel, GenerationMixin):
         small per-layer ops; the first capture at each batch size compiles, which takes tens of
         seconds at the 1.3B shapes).
         """
+        for name, value in (("enabled", enabled), ("compile", compile)):
+            if not isinstance(value, bool):
+                raise TypeError(
+                    f"enable_cuda_graph_decode: {name} must be True or False, got {value!r}"
+                )
         self._graph_decoder = CudaGraphDecoder(self, compile=compile) if enabled else None
 
     def decode_step(

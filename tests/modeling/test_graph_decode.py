@@ -57,3 +57,7 @@ def test_cpu_generation_ignores_the_graph_decoder():
     model.enable_cuda_graph_decode(compile=True)
     assert torch.equal(model.generate(ids, **kwargs), eager)
     assert model._graph_decoder.captures == 0
+    with pytest.raises(TypeError, match="compile must be True or False, got 'yes'"):
+        model.enable_cuda_graph_decode(compile="yes")
+    with pytest.raises(TypeError, match="enabled must be True or False, got 1"):
+        model.enable_cuda_graph_decode(1)
